@@ -1,0 +1,1 @@
+"""Persistence: engine, tables, column types, repositories and migrations (SQLAlchemy 2 async)."""

@@ -1,0 +1,146 @@
+"""The schema, as SQLAlchemy Core tables (the migrations are written from these)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from approvals.db.types import Micros, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, not BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+approval = Table(
+    "approval",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("doc_type", String(32), nullable=False),
+    Column("doc_no", String(128), nullable=False),
+    Column("current_revision", Integer, nullable=False),
+    # The fold key while a replenishment need is open; NULL otherwise. Unique, so two replicas
+    # can never open two approvals for one material and warehouse.
+    Column("open_fold_key", String(300), nullable=True, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("doc_type", "doc_no"),
+)
+
+revision = Table(
+    "revision",
+    metadata,
+    Column("approval_id", String(32), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("state", String(20), nullable=False, index=True),
+    Column("document", JSON, nullable=False),
+    Column("instance_id", String(80), nullable=True, unique=True),
+    Column("decision", String(16), nullable=True),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("approvers", JSON, nullable=True),
+    Column("erp_ref", String(200), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["approval_id"], ["approval.id"]),
+)
+
+erp_event = Table(
+    "erp_event",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("type", String(40), nullable=False),
+    Column("approval_id", String(32), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("event_key", String(200), primary_key=True),
+    Column("source", String(40), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+job = Table(
+    "job",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(40), nullable=False),
+    Column("approval_id", String(32), nullable=True),
+    Column("revision", Integer, nullable=True),
+    Column("payload", JSON, nullable=False),
+    # ready -> running (leased) -> deleted on success, or parked.
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("run_after", UtcDateTime, nullable=False),
+    Column("deadline", UtcDateTime, nullable=False),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_job_status_run_after", "status", "run_after"),
+    Index("ix_job_approval_id", "approval_id", "revision"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("approval_id", String(32), nullable=False),
+    Column("revision", Integer, nullable=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("from_state", String(20), nullable=True),
+    Column("to_state", String(20), nullable=True),
+    Column("detail", JSON, nullable=True),
+    Index("ix_audit_approval_id", "approval_id", "id"),
+)
+
+price = Table(
+    "price",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("material_code", String(128), nullable=False),
+    Column("supplier_code", String(128), nullable=False),
+    Column("unit_price", Micros, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("quantity", Micros, nullable=False),
+    # unit_price * quantity, rounded to the money scale: the weight of the average.
+    Column("amount", Micros, nullable=False),
+    Column("ordered_at", UtcDateTime, nullable=False),
+    Column("doc_no", String(128), nullable=False),
+    Column("source", String(16), nullable=False),
+    UniqueConstraint("doc_no", "material_code"),
+    # Covering index: the price context reads only this index, never the table.
+    Index(
+        "ix_price_context",
+        "material_code",
+        "ordered_at",
+        "unit_price",
+        "quantity",
+        "amount",
+        "supplier_code",
+    ),
+)
