@@ -1,1 +1,1 @@
-"""The approval core: domain models, the state machine, rules, price math, use cases and persistence."""
+"""The approval core: domain models, state machine, rules, price math, use cases, persistence."""

@@ -23,7 +23,7 @@ class DatabaseConfig(CoreModel):
 
 
 class ProcessConfig(CoreModel):
-    """`[approvals.purchase_order]` or `[approvals.replenishment]`: one DingTalk approval template."""
+    """`[approvals.purchase_order]` or `[approvals.replenishment]`: one approval template."""
 
     process_code: str = ""
 

@@ -23,8 +23,8 @@ def _decimal_from_string(value: Any) -> Any:
         try:
             return Decimal(value.strip())
         except InvalidOperation:
-            raise ValueError("must be a decimal string such as \"12.50\"") from None
-    raise ValueError("must be a decimal string such as \"12.50\", not a JSON number")
+            raise ValueError('must be a decimal string such as "12.50"') from None
+    raise ValueError('must be a decimal string such as "12.50", not a JSON number')
 
 
 def _check_decimal(value: Decimal) -> Decimal:
@@ -181,7 +181,9 @@ class StockBelowSafety(_Envelope):
     data: StockAlert
 
 
-ErpEvent = Annotated[OrderSubmitted | OrderCancelled | StockBelowSafety, Field(discriminator="type")]
+ErpEvent = Annotated[
+    OrderSubmitted | OrderCancelled | StockBelowSafety, Field(discriminator="type")
+]
 """Any canonical ERP event."""
 
 

@@ -121,3 +121,7 @@ def mermaid() -> str:
             lines.append(f"    {source.value} --> {target.value}: {trigger.value}")
     lines.extend(f"    {final.value} --> [*]" for final in sorted(FINAL_STATES))
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # `python -m approvals.states` regenerates the README's diagram
+    print(mermaid(), end="")

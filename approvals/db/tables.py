@@ -82,6 +82,16 @@ inbox = Table(
     Column("received_at", UtcDateTime, nullable=False),
 )
 
+# Decisions heard for an instance id before our create call's result was committed (an instance
+# that finished at once, or a fast approver). Applied when the instance id is recorded.
+early_decision = Table(
+    "early_decision",
+    metadata,
+    Column("instance_id", String(80), primary_key=True),
+    Column("report", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
 job = Table(
     "job",
     metadata,
@@ -90,12 +100,13 @@ job = Table(
     Column("approval_id", String(32), nullable=True),
     Column("revision", Integer, nullable=True),
     Column("payload", JSON, nullable=False),
-    # ready -> running (leased) -> deleted on success, or parked.
+    # ready -> running -> deleted on success, or back to ready (retry), or parked.
     Column("status", String(16), nullable=False),
+    # Runs started; above 1 means an earlier run may have reached the outside world.
     Column("attempts", Integer, nullable=False, default=0),
+    # Not before this time. For a running job it is the end of its lease: a job whose worker
+    # died becomes claimable again when the lease runs out, with no separate sweeper.
     Column("run_after", UtcDateTime, nullable=False),
-    Column("deadline", UtcDateTime, nullable=False),
-    Column("lease_until", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),

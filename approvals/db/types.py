@@ -28,7 +28,7 @@ def from_micros(value: int) -> Decimal:
 
 
 class Micros(TypeDecorator[Decimal]):
-    """A `Decimal` stored as a scaled integer, so SQL MIN/MAX/SUM stay exact (SQLite has no decimal)."""
+    """A `Decimal` stored as a scaled integer, so SQL MIN/MAX/SUM stay exact, SQLite included."""
 
     impl = BigInteger
     cache_ok = True
@@ -56,7 +56,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         # SQLite keeps text; drop the offset so every stored value sorts the same way.
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
-    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

@@ -1,0 +1,340 @@
+"""Approval, revision, event and audit rows: reads, bulk writes and compare-and-set moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from approvals.db import jobs as job_repo
+from approvals.db.tables import approval, audit, erp_event, revision
+from approvals.models import DocType
+from approvals.rules import DocView, Effect, EnqueueJob, Move, NewApproval, NewRevision, Note
+from approvals.states import OPEN_STATES, State, transition
+
+
+@dataclass(frozen=True)
+class RevisionRow:
+    """One revision with its approval's identity."""
+
+    approval_id: str
+    doc_type: DocType
+    doc_no: str
+    revision: int
+    state: State
+    document: dict[str, Any]
+    instance_id: str | None
+    decision: str | None
+    decided_at: dt.datetime | None
+    approvers: list[dict[str, Any]] | None
+    erp_ref: str | None
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+_REVISION_COLUMNS = (
+    approval.c.id,
+    approval.c.doc_type,
+    approval.c.doc_no,
+    revision.c.revision,
+    revision.c.state,
+    revision.c.document,
+    revision.c.instance_id,
+    revision.c.decision,
+    revision.c.decided_at,
+    revision.c.approvers,
+    revision.c.erp_ref,
+    revision.c.last_error,
+    revision.c.created_at,
+    revision.c.updated_at,
+)
+
+
+def _revision_row(row: Any) -> RevisionRow:
+    return RevisionRow(row[0], DocType(row[1]), row[2], row[3], State(row[4]), *row[5:])
+
+
+def revision_query() -> Any:
+    """SELECT of `RevisionRow` columns; add WHERE clauses."""
+    return select(*_REVISION_COLUMNS).join_from(
+        revision, approval, revision.c.approval_id == approval.c.id
+    )
+
+
+async def get_revision(conn: AsyncConnection, approval_id: str, rev: int) -> RevisionRow | None:
+    """One revision, or None."""
+    query = revision_query().where(
+        revision.c.approval_id == approval_id, revision.c.revision == rev
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else _revision_row(row)
+
+
+async def find_by_instance(conn: AsyncConnection, instance_id: str) -> RevisionRow | None:
+    """The revision an approval instance was raised for, or None."""
+    row = (
+        await conn.execute(revision_query().where(revision.c.instance_id == instance_id))
+    ).first()
+    return None if row is None else _revision_row(row)
+
+
+async def revisions_of(conn: AsyncConnection, approval_id_or_doc_no: str) -> list[RevisionRow]:
+    """Every revision of the approval named by id or document number, newest first."""
+    query = revision_query().where(
+        or_(approval.c.id == approval_id_or_doc_no, approval.c.doc_no == approval_id_or_doc_no)
+    )
+    rows = (await conn.execute(query.order_by(revision.c.revision.desc()))).all()
+    return [_revision_row(row) for row in rows]
+
+
+async def load_views(
+    conn: AsyncConnection, doc_nos: Sequence[str], fold_keys: Sequence[str], lock: bool
+) -> tuple[dict[str, DocView], dict[str, DocView]]:
+    """Current views of purchase orders by doc_no and of open replenishment needs by fold key."""
+    if not doc_nos and not fold_keys:
+        return {}, {}
+    query = (
+        select(
+            approval.c.id,
+            approval.c.doc_type,
+            approval.c.doc_no,
+            approval.c.current_revision,
+            revision.c.state,
+            approval.c.open_fold_key,
+        )
+        .join_from(
+            approval,
+            revision,
+            and_(
+                revision.c.approval_id == approval.c.id,
+                revision.c.revision == approval.c.current_revision,
+            ),
+        )
+        .where(
+            or_(
+                and_(
+                    approval.c.doc_type == DocType.PURCHASE_ORDER.value,
+                    approval.c.doc_no.in_(doc_nos),
+                ),
+                approval.c.open_fold_key.in_(fold_keys),
+            )
+        )
+    )
+    if lock:
+        # Replicas on PostgreSQL: the second writer for a document waits for the first.
+        query = query.with_for_update(of=approval)
+    by_doc: dict[str, DocView] = {}
+    by_fold: dict[str, DocView] = {}
+    for row in await conn.execute(query):
+        view = DocView(row[0], DocType(row[1]), row[2], row[3], State(row[4]), row[5])
+        if view.open_fold_key is not None:
+            by_fold[view.open_fold_key] = view
+        else:
+            by_doc[view.doc_no] = view
+    return by_doc, by_fold
+
+
+async def seen_events(
+    conn: AsyncConnection, event_ids: Sequence[str]
+) -> dict[str, tuple[str, int]]:
+    """ERP event ids already recorded, with the approval and revision they led to."""
+    query = select(erp_event.c.event_id, erp_event.c.approval_id, erp_event.c.revision).where(
+        erp_event.c.event_id.in_(event_ids)
+    )
+    return {row[0]: (row[1], row[2]) for row in await conn.execute(query)}
+
+
+async def record_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Remember ERP events by id (their idempotency key)."""
+    if rows:
+        await conn.execute(insert(erp_event), list(rows))
+
+
+def audit_row(
+    approval_id: str,
+    rev: int | None,
+    now: dt.datetime,
+    actor: str,
+    action: str,
+    from_state: State | None = None,
+    to_state: State | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One append-only audit entry."""
+    return {
+        "approval_id": approval_id,
+        "revision": rev,
+        "at": now,
+        "actor": actor,
+        "action": action,
+        "from_state": None if from_state is None else from_state.value,
+        "to_state": None if to_state is None else to_state.value,
+        "detail": dict(detail) if detail else None,
+    }
+
+
+async def append_audit(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append audit entries."""
+    batch = list(rows)
+    if batch:
+        await conn.execute(insert(audit), batch)
+
+
+async def move(
+    conn: AsyncConnection,
+    approval_id: str,
+    rev: int,
+    from_state: State,
+    trigger: Any,
+    now: dt.datetime,
+    actor: str,
+    detail: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set a revision's state by a trigger; False when it was no longer `from_state`."""
+    to_state = transition(from_state, trigger)
+    result = await conn.execute(
+        update(revision)
+        .where(
+            revision.c.approval_id == approval_id,
+            revision.c.revision == rev,
+            revision.c.state == from_state.value,
+        )
+        .values(state=to_state.value, updated_at=now, **fields)
+    )
+    if result.rowcount != 1:
+        return False
+    if from_state in OPEN_STATES and to_state not in OPEN_STATES:
+        # The need is no longer open: a later below-safety event raises a new approval.
+        await conn.execute(
+            update(approval)
+            .where(approval.c.id == approval_id, approval.c.open_fold_key.is_not(None))
+            .values(open_fold_key=None, updated_at=now)
+        )
+    action = trigger.value
+    await append_audit(
+        conn, [audit_row(approval_id, rev, now, actor, action, from_state, to_state, detail)]
+    )
+    return True
+
+
+class _Writes:
+    """Intake effects gathered for bulk inserts, flushed in dependency order."""
+
+    def __init__(self, now: dt.datetime, actor: str) -> None:
+        self.now, self.actor = now, actor
+        self._reset()
+
+    def _reset(self) -> None:
+        self.approvals: list[dict[str, Any]] = []
+        self.revisions: list[dict[str, Any]] = []
+        self.current: dict[str, int] = {}
+        self.jobs: list[job_repo.JobSpec] = []
+        self.audits: list[dict[str, Any]] = []
+
+    def add(self, effect: NewApproval | NewRevision | EnqueueJob | Note) -> None:
+        now, actor = self.now, self.actor
+        if isinstance(effect, NewApproval):
+            self.approvals.append(
+                {
+                    "id": effect.approval_id,
+                    "doc_type": effect.doc_type.value,
+                    "doc_no": effect.doc_no,
+                    "open_fold_key": effect.open_fold_key,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        elif isinstance(effect, NewRevision):
+            self.revisions.append(
+                {
+                    "approval_id": effect.approval_id,
+                    "revision": effect.revision,
+                    "state": effect.state.value,
+                    "document": effect.document,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            self.current[effect.approval_id] = effect.revision
+            self.audits.append(
+                audit_row(
+                    effect.approval_id, effect.revision, now, actor, "received", None, effect.state
+                )
+            )
+        elif isinstance(effect, EnqueueJob):
+            self.jobs.append((effect.kind, effect.approval_id, effect.revision, effect.payload))
+        else:
+            self.audits.append(
+                audit_row(
+                    effect.approval_id,
+                    effect.revision,
+                    now,
+                    actor,
+                    effect.action,
+                    detail=effect.detail,
+                )
+            )
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        now = self.now
+        created = set()
+        if self.approvals:
+            for row in self.approvals:
+                row["current_revision"] = self.current[row["id"]]
+                created.add(row["id"])
+            await conn.execute(insert(approval), self.approvals)
+        if self.revisions:
+            await conn.execute(insert(revision), self.revisions)
+        for approval_id, rev in self.current.items():
+            if approval_id not in created:
+                await conn.execute(
+                    update(approval)
+                    .where(approval.c.id == approval_id)
+                    .values(current_revision=rev, updated_at=now)
+                )
+        await job_repo.enqueue(conn, self.jobs, now)
+        await append_audit(conn, self.audits)
+        self._reset()
+
+
+async def apply_effects(
+    conn: AsyncConnection, effects: Iterable[Effect], now: dt.datetime, actor: str
+) -> bool:
+    """Write intake effects in order, inserts in bulk; False when a compare-and-set lost."""
+    writes = _Writes(now, actor)
+    for effect in effects:
+        if isinstance(effect, Move):
+            # A move may touch a row inserted earlier in the same batch: write those first.
+            await writes.flush(conn)
+            if not await move(
+                conn,
+                effect.approval_id,
+                effect.revision,
+                effect.from_state,
+                effect.trigger,
+                now,
+                actor,
+                effect.detail,
+            ):
+                return False
+        else:
+            writes.add(effect)
+    await writes.flush(conn)
+    return True
+
+
+async def set_instance(
+    conn: AsyncConnection, approval_id: str, rev: int, instance_id: str, now: dt.datetime
+) -> None:
+    """Record an instance id on a revision, whatever its state."""
+    await conn.execute(
+        update(revision)
+        .where(revision.c.approval_id == approval_id, revision.c.revision == rev)
+        .values(instance_id=instance_id, updated_at=now)
+    )

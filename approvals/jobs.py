@@ -1,0 +1,194 @@
+"""Outbox workers: claim due jobs, run them, retry with backoff and jitter, park at the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from approvals.config import JobConfig
+from approvals.db import jobs as job_repo
+from approvals.db.engine import Database
+from approvals.db.jobs import JobRow
+from approvals.errors import Permanent, Retryable, Throttled
+from approvals.ports import Clock
+
+log = logging.getLogger(__name__)
+
+
+class JobHandler(Protocol):
+    """Runs one kind of job."""
+
+    deadline: dt.timedelta
+    """How long after its creation a job of this kind is retried before it is parked."""
+
+    async def run(self, job: JobRow) -> bool:
+        """Do the job; True when it already removed the job in its own last transaction.
+
+        Raises `Retryable` to be tried again, `Permanent` to be parked.
+        """
+        ...
+
+    async def parked(self, conn: AsyncConnection, job: JobRow, error: str) -> None:
+        """Record, in the parking transaction, that the job gave up."""
+        ...
+
+
+def backoff(attempt: int, config: JobConfig, rng: random.Random) -> float:
+    """Seconds before try `attempt + 1`: exponential, capped, with 'equal jitter'."""
+    ceiling: float = min(
+        config.backoff_max_s, config.backoff_initial_s * 2.0 ** max(0, attempt - 1)
+    )
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class JobRunner:
+    """Claims and runs jobs with bounded concurrency; woken after commits, else polls."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: JobConfig,
+        handlers: Mapping[str, JobHandler],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._config = config
+        self._handlers = dict(handlers)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._wake = asyncio.Event()
+        self._tasks: dict[asyncio.Task[None], int] = {}
+        self._stopping = False
+        self.idle = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due jobs now (called after a commit that added some)."""
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self, grace_s: float = 10.0) -> AsyncIterator[JobRunner]:
+        """Run the claim loop; on exit, let jobs finish for `grace_s`, then hand them back."""
+        if self._db.is_sqlite:
+            async with self._db.write() as conn:
+                released = await job_repo.release_all(conn, self._clock.now())
+            if released:
+                log.info("jobs: %d jobs left running by an earlier process handed back", released)
+        loop_task = asyncio.create_task(self._loop(), name="job-runner")
+        try:
+            yield self
+        finally:
+            self._stopping = True
+            self._wake.set()
+            await loop_task
+            await self._drain(grace_s)
+
+    async def _drain(self, grace_s: float) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=grace_s)
+        ids = [self._tasks[task] for task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if ids:
+            async with self._db.write() as conn:
+                await job_repo.release(conn, ids, self._clock.now())
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self._config.workers - len(self._tasks)
+            claimed: list[JobRow] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                except (DBAPIError, OSError) as exc:
+                    log.warning("jobs: cannot claim: %s", exc)
+            for job in claimed:
+                task = asyncio.create_task(self._run(job), name=f"job-{job.kind}-{job.id}")
+                self._tasks[task] = job.id
+                task.add_done_callback(self._done)
+            if not self._tasks and not claimed:
+                self.idle.set()
+            else:
+                self.idle.clear()
+            if claimed and len(claimed) == free:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.poll_interval_s)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._wake.set()
+
+    async def _claim(self, limit: int) -> list[JobRow]:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            return await job_repo.claim(
+                conn, limit, now, dt.timedelta(seconds=self._config.lease_s)
+            )
+
+    async def _run(self, job: JobRow) -> None:
+        handler = self._handlers.get(job.kind)
+        if handler is None:
+            await self._park(job, None, f"no handler for job kind {job.kind!r}")
+            return
+        try:
+            finished = await handler.run(job)
+        except Permanent as exc:
+            await self._park(job, handler, f"{type(exc).__name__}: {exc}")
+            return
+        except Retryable as exc:
+            await self._retry(job, handler, exc)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug or an unclassified failure: retried like a transient one, and logged loudly.
+            log.exception("jobs: %s job %d failed unexpectedly", job.kind, job.id)
+            await self._retry(job, handler, Retryable(f"{type(exc).__name__}: {exc}"))
+            return
+        if not finished:
+            async with self._db.write() as conn:
+                await job_repo.finish(conn, job.id)
+
+    async def _retry(self, job: JobRow, handler: JobHandler, exc: Retryable) -> None:
+        now = self._clock.now()
+        delay = backoff(job.attempts, self._config, self._rng)
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        at = now + dt.timedelta(seconds=delay)
+        error = f"{type(exc).__name__}: {exc}"
+        if at > job.created_at + handler.deadline:
+            await self._park(
+                job, handler, f"deadline passed after {job.attempts} attempts; last: {error}"
+            )
+            return
+        level = logging.DEBUG if isinstance(exc, Throttled) else logging.INFO
+        log.log(
+            level,
+            "jobs: %s job %d attempt %d failed (%s); retry in %.1f s",
+            job.kind,
+            job.id,
+            job.attempts,
+            error,
+            delay,
+        )
+        async with self._db.write() as conn:
+            await job_repo.reschedule(conn, job.id, at, error, now)
+
+    async def _park(self, job: JobRow, handler: JobHandler | None, error: str) -> None:
+        log.warning("jobs: %s job %d parked: %s", job.kind, job.id, error)
+        async with self._db.write() as conn:
+            await job_repo.park(conn, job.id, error, self._clock.now())
+            if handler is not None:
+                await handler.parked(conn, job, error)

@@ -1,0 +1,73 @@
+"""In-memory implementations of the ports, for the demo and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from approvals.ports import InstanceRequest, Notice
+
+
+@dataclass
+class MemoryInstance:
+    """An approval instance held in memory."""
+
+    instance_id: str
+    request: InstanceRequest
+    status: str = "RUNNING"
+    result: str | None = None
+    terminate_reason: str | None = None
+
+
+@dataclass
+class MemoryGateway:
+    """An approval system in memory: instances are created, found by reference and terminated."""
+
+    instances: dict[str, MemoryInstance] = field(default_factory=dict)
+    created: asyncio.Queue[MemoryInstance] = field(default_factory=asyncio.Queue)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def create_instance(self, request: InstanceRequest) -> str:
+        """Create a running instance."""
+        instance = MemoryInstance(f"mem-inst-{next(self._ids)}", request)
+        self.instances[instance.instance_id] = instance
+        self.created.put_nowait(instance)
+        return instance.instance_id
+
+    async def find_instance(self, request: InstanceRequest) -> str | None:
+        """An instance carrying this request's reference."""
+        for instance in self.instances.values():
+            if instance.request.reference == request.reference:
+                return instance.instance_id
+        return None
+
+    async def terminate_instance(self, instance_id: str, reason: str) -> None:
+        """Terminate a running instance (a finished one is left as it is)."""
+        instance = self.instances[instance_id]
+        if instance.status == "RUNNING":
+            instance.status, instance.terminate_reason = "TERMINATED", reason
+
+    def finish(self, instance_id: str, result: str) -> None:
+        """Approvers decided (`agree` or `refuse`)."""
+        instance = self.instances[instance_id]
+        instance.status, instance.result = "COMPLETED", result
+
+    def running_for(self, reference: str) -> list[MemoryInstance]:
+        """Running instances carrying a reference."""
+        return [
+            i
+            for i in self.instances.values()
+            if i.request.reference == reference and i.status == "RUNNING"
+        ]
+
+
+@dataclass
+class MemoryNotifier:
+    """Collects notices."""
+
+    notices: list[Notice] = field(default_factory=list)
+
+    async def notify(self, notice: Notice) -> None:
+        """Keep the notice."""
+        self.notices.append(notice)

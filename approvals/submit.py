@@ -1,0 +1,206 @@
+"""Raising and terminating approval instances: the outbox handlers that talk to the gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from approvals.config import PriceConfig
+from approvals.db import jobs as job_repo
+from approvals.db import price_repo, repo
+from approvals.db.engine import Database
+from approvals.db.jobs import JobRow
+from approvals.db.repo import RevisionRow
+from approvals.decisions import apply_held
+from approvals.models import DocType, PurchaseOrder, StockAlert
+from approvals.notices import enqueue_notice
+from approvals.ports import ApprovalGateway, Clock, InstanceRequest, Notice
+from approvals.prices import PriceContext, price_context
+from approvals.rules import TERMINATE_INSTANCE
+from approvals.states import State, Trigger
+
+log = logging.getLogger(__name__)
+
+ACTOR = "bridge"
+
+
+class CreateInstanceHandler:
+    """Raises the instance for a revision, never twice (DESIGN.md section 3)."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        gateway: ApprovalGateway,
+        prices: PriceConfig,
+        deadline: dt.timedelta,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._gateway = gateway
+        self._prices = prices
+        self.deadline = deadline
+
+    async def run(self, job: JobRow) -> bool:
+        """Mark the revision submitting, find or create its instance, record it."""
+        assert job.approval_id is not None and job.revision is not None
+        async with self._db.write() as conn:
+            row = await repo.get_revision(conn, job.approval_id, job.revision)
+            if row is None:
+                return False
+            if row.state is State.RECEIVED and not await repo.move(
+                conn,
+                row.approval_id,
+                row.revision,
+                State.RECEIVED,
+                Trigger.SUBMIT,
+                self._clock.now(),
+                ACTOR,
+            ):
+                row = await repo.get_revision(conn, job.approval_id, job.revision)
+                assert row is not None
+        # The move above is committed before DingTalk is called: from here on a crash leaves a
+        # `submitting` revision whose instance may exist, so every later run looks before creating.
+        may_exist = job.attempts > 1 or bool(job.payload.get("look_first"))
+        if row.state not in (State.RECEIVED, State.SUBMITTING):
+            if row.instance_id is None and may_exist:
+                await self._clean_up_orphan(job, row)
+            return False
+        request = await self._request(row)
+        instance_id = await self._gateway.find_instance(request) if may_exist else None
+        if instance_id is None:
+            instance_id = await self._gateway.create_instance(request)
+        await self._record(job, row, instance_id)
+        return True
+
+    async def _record(self, job: JobRow, row: RevisionRow, instance_id: str) -> None:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            created = await repo.move(
+                conn,
+                row.approval_id,
+                row.revision,
+                State.SUBMITTING,
+                Trigger.INSTANCE_CREATED,
+                now,
+                ACTOR,
+                {"instance_id": instance_id},
+                instance_id=instance_id,
+            )
+            if created:
+                pending = await repo.get_revision(conn, row.approval_id, row.revision)
+                assert pending is not None
+                await apply_held(conn, pending, now, self._prices)
+            else:
+                # Superseded or cancelled while DingTalk was creating it: keep the id, terminate it.
+                await _attach_and_terminate(conn, row, instance_id, now, self._prices)
+            await job_repo.finish(conn, job.id)
+
+    async def _clean_up_orphan(self, job: JobRow, row: RevisionRow) -> None:
+        """A retired revision whose earlier create may have gone through unrecorded: end it."""
+        instance_id = await self._gateway.find_instance(await self._request(row))
+        if instance_id is not None:
+            async with self._db.write() as conn:
+                await _attach_and_terminate(conn, row, instance_id, self._clock.now(), self._prices)
+
+    async def _request(self, row: RevisionRow) -> InstanceRequest:
+        document: PurchaseOrder | StockAlert
+        contexts: tuple[PriceContext, ...] = ()
+        if row.doc_type is DocType.PURCHASE_ORDER:
+            document = PurchaseOrder.model_validate(row.document)
+            contexts = await self._price_contexts(document)
+        else:
+            document = StockAlert.model_validate(row.document)
+        return InstanceRequest(
+            approval_id=row.approval_id,
+            revision=row.revision,
+            doc_type=row.doc_type,
+            doc_no=row.doc_no,
+            document=document,
+            prices=contexts,
+            received_at=row.created_at,
+        )
+
+    async def _price_contexts(self, order: PurchaseOrder) -> tuple[PriceContext, ...]:
+        since = self._clock.now() - dt.timedelta(days=self._prices.lookback_days)
+        codes = sorted({line.material_code for line in order.lines})
+        async with self._db.read() as conn:
+            stats = await price_repo.load_stats(conn, codes, since)
+        pct = self._prices.warn_above_average_pct
+        return tuple(
+            price_context(line, stats.get(line.material_code), pct) for line in order.lines
+        )
+
+    async def parked(self, conn: AsyncConnection, job: JobRow, error: str) -> None:
+        """The instance could not be raised: the revision fails visibly and admins are told."""
+        assert job.approval_id is not None and job.revision is not None
+        now = self._clock.now()
+        row = await repo.get_revision(conn, job.approval_id, job.revision)
+        if row is None or row.state is not State.SUBMITTING:
+            return
+        await repo.move(
+            conn,
+            row.approval_id,
+            row.revision,
+            State.SUBMITTING,
+            Trigger.SUBMIT_FAILED,
+            now,
+            ACTOR,
+            {"error": error},
+            last_error=error,
+        )
+        text = f"Could not raise the approval for {row.doc_no} (revision {row.revision}): {error}"
+        await enqueue_notice(conn, Notice("submit_failed", text, row.approval_id, row.doc_no), now)
+
+
+async def _attach_and_terminate(
+    conn: AsyncConnection, row: RevisionRow, instance_id: str, now: dt.datetime, prices: PriceConfig
+) -> None:
+    """Record the instance of a retired revision and ask for it to be terminated."""
+    await repo.set_instance(conn, row.approval_id, row.revision, instance_id, now)
+    detail = {"instance_id": instance_id}
+    await repo.append_audit(
+        conn,
+        [repo.audit_row(row.approval_id, row.revision, now, ACTOR, "late_instance", detail=detail)],
+    )
+    await job_repo.enqueue(conn, [(TERMINATE_INSTANCE, row.approval_id, row.revision, {})], now)
+    retired = await repo.get_revision(conn, row.approval_id, row.revision)
+    assert retired is not None
+    # A decision already heard for it is audited as late, never written back.
+    await apply_held(conn, retired, now, prices)
+
+
+class TerminateHandler:
+    """Terminates the instance of a superseded or cancelled revision."""
+
+    def __init__(
+        self, db: Database, clock: Clock, gateway: ApprovalGateway, deadline: dt.timedelta
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._gateway = gateway
+        self.deadline = deadline
+
+    async def run(self, job: JobRow) -> bool:
+        """Terminate, if there is an instance to terminate."""
+        assert job.approval_id is not None and job.revision is not None
+        async with self._db.read() as conn:
+            row = await repo.get_revision(conn, job.approval_id, job.revision)
+        if row is None or row.instance_id is None:
+            return False
+        reason = (
+            "superseded by a newer revision"
+            if row.state is State.SUPERSEDED
+            else "cancelled in the ERP"
+        )
+        await self._gateway.terminate_instance(row.instance_id, reason)
+        return False
+
+    async def parked(self, conn: AsyncConnection, job: JobRow, error: str) -> None:
+        """A live instance of a retired revision is left: tell admins to withdraw it by hand."""
+        text = f"Could not terminate the approval instance of approval {job.approval_id}: {error}"
+        await enqueue_notice(
+            conn, Notice("terminate_failed", text, job.approval_id), self._clock.now()
+        )

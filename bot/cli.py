@@ -1,0 +1,157 @@
+"""The `approval-bridge` command line (CONTRACT section 1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from approvals.db.engine import Database
+from approvals.db.migrate import status, upgrade
+from approvals.price_import import ImportReport, import_prices
+from approvals.progress import ProgressBar
+from bot import logs
+from bot.app import Ports
+from bot.settings import Settings, load_or_exit
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="approval-bridge",
+        description="Bridge ERP purchase orders and stock alerts to DingTalk approvals.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="TOML file (default ./bridge.toml or $APPROVAL_BRIDGE_CONFIG)",
+        )
+        return sub
+
+    demo = commands.add_parser("demo", help="run the whole flow locally with no credentials")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="leave the services up and print their URLs"
+    )
+    with_config(commands.add_parser("run", help="run the service"))
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    with_config(db_commands.add_parser("upgrade", help="create or migrate the schema"))
+    prices = commands.add_parser("prices", help="price history")
+    price_commands = prices.add_subparsers(dest="prices_command", required=True, metavar="ACTION")
+    imp = with_config(
+        price_commands.add_parser("import", help="load historical purchase prices from CSV")
+    )
+    imp.add_argument("file", type=Path, help="CSV file (CONTRACT section 4)")
+    with_config(
+        commands.add_parser("check", help="validate the configuration and report every problem")
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        from bot.check import run_check
+
+        return run_check(args.config, os.environ, sys.stdout, sys.stderr)
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        logs.configure("WARNING")
+        return asyncio.run(run_demo(keep_running=args.keep_running))
+    settings = load_or_exit(args.config)
+    logs.configure(settings.log.level, settings.log.format)
+    if args.command == "db":
+        return asyncio.run(_db_upgrade(settings))
+    if args.command == "prices":
+        return asyncio.run(_prices_import(settings, args.file))
+    return _run(settings)
+
+
+async def _db_upgrade(settings: Settings) -> int:
+    db = Database.from_config(settings.database)
+    try:
+        before = await status(db)
+        after = await upgrade(db)
+    finally:
+        await db.dispose()
+    if before.current == after.current:
+        print(f"database schema already at {after.current}")
+    else:
+        print(f"database schema upgraded from {before.current or 'nothing'} to {after.current}")
+    return 0
+
+
+async def _prices_import(settings: Settings, path: Path) -> int:
+    db = Database.from_config(settings.database)
+    try:
+        schema = await status(db)
+        if not schema.up_to_date:
+            print(
+                "the database schema is outdated: run `approval-bridge db upgrade` first",
+                file=sys.stderr,
+            )
+            return 2
+        bar = ProgressBar(sys.stderr)
+        report = await import_prices(db, path, bar, settings.timezone)
+        bar.close()
+    finally:
+        await db.dispose()
+    _print_report(report)
+    return report.exit_code
+
+
+def _print_report(report: ImportReport) -> None:
+    if report.error is not None:
+        print(f"{report.path}: cannot import: {report.error}", file=sys.stderr)
+    for bad in report.bad_rows:
+        print(f"{report.path}:{bad.line}: skipped: {bad.reason}", file=sys.stderr)
+    if report.skipped > len(report.bad_rows):
+        print(f"... and {report.skipped - len(report.bad_rows)} more skipped rows", file=sys.stderr)
+    print(
+        f"{report.path}: {report.rows_read} rows read, {report.loaded} loaded, "
+        f"{report.skipped} skipped"
+    )
+
+
+def _run(settings: Settings) -> int:
+    from bot.app import SchemaOutdated
+
+    try:
+        ports = _dingtalk_ports(settings)
+    except NotImplementedError as exc:
+        print(f"approval-bridge run: {exc}", file=sys.stderr)
+        return 2
+    from bot.app import create_app
+
+    app = create_app(settings, ports)
+    try:
+        # run_app handles SIGINT and SIGTERM: stop accepting, finish in-flight work, clean up.
+        web.run_app(
+            app, host=settings.http.host, port=settings.http.port, print=None, shutdown_timeout=15
+        )
+    except SchemaOutdated as exc:
+        print(f"approval-bridge run: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dingtalk_ports(settings: Settings) -> Ports:
+    raise NotImplementedError(
+        "the DingTalk connector (stream and HTTP callbacks) is not part of this build yet; "
+        "`approval-bridge demo` runs the whole flow with an in-memory approval system"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    raise SystemExit(main())

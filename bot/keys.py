@@ -1,0 +1,19 @@
+"""Typed application keys: how handlers reach the services `create_app` built."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from approvals.db.engine import Database
+from approvals.decisions import DecisionService
+from approvals.intake import IntakeService
+from approvals.jobs import JobRunner
+from erp_adapter.webhooks import ErpWebhook
+
+DATABASE = web.AppKey("database", Database)
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+INTAKE = web.AppKey("intake", IntakeService)
+WEBHOOK = web.AppKey("erp_webhook", ErpWebhook)
+JOBS = web.AppKey("jobs", JobRunner)
+DECISIONS = web.AppKey("decisions", DecisionService)

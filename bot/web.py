@@ -1,0 +1,61 @@
+"""Health, readiness and the outer error middleware of the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy.exc import DBAPIError
+
+from bot.keys import DATABASE, WEBHOOK
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as JSON; log what was not expected."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.empty_body or exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason.lower().replace(" ", "_")}, status=exc.status)
+    except DBAPIError:
+        log.exception("database error on %s %s", request.method, request.path)
+        return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "5"})
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response({"error": "internal"}, status=500)
+
+
+async def erp_events(request: web.Request) -> web.Response:
+    """`POST /erp/events`."""
+    return await request.app[WEBHOOK].handle(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """`GET /healthz`: the process is alive."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """`GET /readyz`: the database answers (the DingTalk connection joins with its issue)."""
+    checks: dict[str, str] = {}
+    try:
+        await request.app[DATABASE].ping()
+        checks["database"] = "ok"
+    except (DBAPIError, OSError) as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the service's endpoints."""
+    app.router.add_post("/erp/events", erp_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

@@ -1,0 +1,1 @@
+"""The generic adapter: any ERP that speaks CONTRACT sections 2 and 3."""

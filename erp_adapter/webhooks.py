@@ -1,0 +1,99 @@
+"""`POST /erp/events`: authenticate, validate and hand ERP events to intake (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from approvals.errors import Overloaded, StorageUnavailable
+from approvals.intake import IntakeService
+from approvals.models import ErpEvent
+from approvals.rules import Event, Outcome
+from erp_adapter.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+log = logging.getLogger(__name__)
+
+_EVENT = TypeAdapter[Event](ErpEvent)
+_STATUS = {Outcome.ACCEPTED: 202, Outcome.DUPLICATE: 200}
+
+
+def _answer(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _details(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(item["loc"]), "msg": item["msg"]}
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+
+
+class ErpWebhook:
+    """The webhook handler; everything it needs is injected."""
+
+    def __init__(
+        self,
+        intake: IntakeService,
+        secret: bytes | None,
+        tolerance_s: int,
+        max_body_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._intake = intake
+        self._secret = secret
+        self._tolerance_s = tolerance_s
+        self._max_body = max_body_bytes
+        self._clock = clock
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer one delivery; every input, however malformed, gets a JSON 4xx, never a 500."""
+        if request.content_length is not None and request.content_length > self._max_body:
+            return _answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
+        if request.content_type != "application/json":
+            return _answer(415, {"error": "unsupported_media_type"})
+        body = await request.content.read(self._max_body + 1)
+        if len(body) > self._max_body:
+            return _answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
+        if self._secret is None:
+            # Without a secret no request can be authentic; `check` reports the missing key.
+            return _answer(401, {"error": "bad_signature"})
+        problem = verify(
+            self._secret,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            self._clock(),
+            self._tolerance_s,
+        )
+        if problem is not None:
+            log.info("erp webhook refused from %s: %s", request.remote, problem.value)
+            return _answer(401, {"error": problem.value})
+        try:
+            event = _EVENT.validate_json(body)
+        except ValidationError as exc:
+            return _answer(400, {"error": "invalid_payload", "details": _details(exc)})
+        try:
+            result = await self._intake.submit(event)
+        except Overloaded as exc:
+            return _answer(503, {"error": "overloaded"}, {"Retry-After": str(exc.retry_after)})
+        except StorageUnavailable as exc:
+            return _answer(503, {"error": "overloaded"}, {"Retry-After": str(exc.retry_after)})
+        if result.outcome is Outcome.STALE_REVISION:
+            return _answer(409, {"error": "stale_revision", "approval_id": result.approval_id})
+        return _answer(
+            _STATUS[result.outcome],
+            {"status": result.outcome.value, "approval_id": result.approval_id},
+        )

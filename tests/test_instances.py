@@ -1,0 +1,192 @@
+"""Raising instances and hearing decisions: no duplicates, no lost or misapplied decisions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from approvals.db.tables import job, metadata, price
+from approvals.decisions import DecisionOutcome
+from approvals.errors import Permanent, Retryable
+from approvals.memory import MemoryGateway
+from approvals.ports import InstanceRequest
+from approvals.states import State
+from bot.keys import DECISIONS
+from tests import dbutil
+from tests.harness import Bridge, bridge_settings, event, order, running_bridge
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated empty database's URL."""
+    if request.param == "sqlite":
+        return dbutil.copy_sqlite(sqlite_template, tmp_path / "bridge.db")
+    pg: str = request.getfixturevalue("postgres_url")
+    from approvals.config import DatabaseConfig
+    from approvals.db.engine import Database
+
+    db = Database.from_config(DatabaseConfig(url=pg))
+    async with db.engine.begin() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await db.dispose()
+    return pg
+
+
+class LosesReplies(MemoryGateway):
+    """Creates the instance, then loses the reply the first time (a timeout after success)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    async def create_instance(self, request: InstanceRequest) -> str:
+        instance_id = await super().create_instance(request)
+        if self.lost == 0:
+            self.lost += 1
+            raise Retryable("read timeout after DingTalk created the instance")
+        return instance_id
+
+
+class Gated(MemoryGateway):
+    """Holds create calls until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def create_instance(self, request: InstanceRequest) -> str:
+        self.entered.set()
+        await self.release.wait()
+        return await super().create_instance(request)
+
+
+@pytest.fixture
+async def bridge(url: str) -> AsyncIterator[Bridge]:
+    async with running_bridge(bridge_settings(url)) as running:
+        yield running
+
+
+async def submit(
+    bridge: Bridge, doc_no: str, rev: int = 1, kind: str = "submitted", price: str = "12.00"
+) -> str:
+    status, body = await bridge.post(
+        event(f"{doc_no}-{rev}", f"purchase_order.{kind}", order(doc_no, rev, price))
+    )
+    assert status == 202, body
+    approval_id: str = body["approval_id"]
+    return approval_id
+
+
+async def test_a_lost_create_reply_does_not_raise_a_second_instance(url: str) -> None:
+    gateway = LosesReplies()
+    async with running_bridge(bridge_settings(url), gateway=gateway) as bridge:
+        approval_id = await submit(bridge, "PO-1")
+        row = await bridge.wait_state(approval_id, 1, State.PENDING)
+    assert gateway.lost == 1
+    assert len(gateway.instances) == 1
+    assert row.instance_id == next(iter(gateway.instances))
+
+
+async def test_superseded_while_creating_the_instance_is_recorded_and_withdrawn(url: str) -> None:
+    gateway = Gated()
+    async with running_bridge(bridge_settings(url), gateway=gateway) as bridge:
+        approval_id = await submit(bridge, "PO-1")
+        await asyncio.wait_for(gateway.entered.wait(), 5)
+        assert (await bridge.revision(approval_id, 1)).state is State.SUBMITTING
+        await submit(bridge, "PO-1", 2, "changed")
+        assert (await bridge.revision(approval_id, 1)).state is State.SUPERSEDED
+        gateway.release.set()
+        await bridge.wait_state(approval_id, 2, State.PENDING)
+        for _ in range(200):
+            old = await bridge.revision(approval_id, 1)
+            if old.instance_id and gateway.instances[old.instance_id].status == "TERMINATED":
+                break
+            await asyncio.sleep(0.02)
+    assert old.state is State.SUPERSEDED
+    assert old.instance_id is not None
+    assert gateway.instances[old.instance_id].status == "TERMINATED"
+    assert [i.request.revision for i in gateway.instances.values() if i.status == "RUNNING"] == [2]
+
+
+async def test_a_decision_heard_before_the_instance_is_recorded_is_held_then_applied(
+    url: str,
+) -> None:
+    async with running_bridge(bridge_settings(url)) as bridge:
+
+        class InstantApproval(MemoryGateway):
+            async def create_instance(self, request: InstanceRequest) -> str:
+                instance_id = await super().create_instance(request)
+                result = await bridge.decide(instance_id, "approved")
+                assert result.outcome is DecisionOutcome.HELD
+                return instance_id
+
+        bridge.gateway.__class__ = InstantApproval
+        approval_id = await submit(bridge, "PO-1")
+        row = await bridge.wait_state(approval_id, 1, State.WRITING_BACK)
+        assert row.decision == "approved"
+
+
+async def test_the_same_decision_event_twice_is_applied_once(bridge: Bridge) -> None:
+    approval_id = await submit(bridge, "PO-1")
+    row = await bridge.wait_state(approval_id, 1, State.PENDING)
+    assert row.instance_id is not None
+    first = await bridge.decide(row.instance_id, "approved", key="evt-1")
+    again = await bridge.decide(row.instance_id, "approved", key="evt-1")
+    other = await bridge.decide(row.instance_id, "rejected", key="evt-2")
+    assert (first.outcome, again.outcome, other.outcome) == (
+        DecisionOutcome.APPLIED,
+        DecisionOutcome.DUPLICATE,
+        DecisionOutcome.DUPLICATE,  # a second, different decision for a decided revision is ignored
+    )
+    decided = await bridge.revision(approval_id, 1)
+    assert decided.decision == "approved"
+    async with bridge.db.read() as conn:
+        jobs = await conn.execute(select(func.count()).where(job.c.kind == "write_back"))
+        assert jobs.scalar_one() <= 1
+
+
+async def test_an_approved_order_teaches_its_prices(bridge: Bridge) -> None:
+    approval_id = await submit(bridge, "PO-7", price="13.25")
+    row = await bridge.wait_state(approval_id, 1, State.PENDING)
+    assert row.instance_id is not None
+    await bridge.decide(row.instance_id, "approved")
+    async with bridge.db.read() as conn:
+        learned = (
+            await conn.execute(select(price.c.doc_no, price.c.unit_price, price.c.source))
+        ).all()
+    assert [tuple(r) for r in learned] == [("PO-7", Decimal("13.25"), "approved")]
+
+
+async def test_a_refused_submission_fails_visibly_and_can_be_retried(url: str) -> None:
+    class Unmapped(MemoryGateway):
+        refuse = True
+
+        async def create_instance(self, request: InstanceRequest) -> str:
+            if self.refuse:
+                raise Permanent(f"ERP user {request.originator} has no DingTalk user in [users]")
+            return await super().create_instance(request)
+
+    gateway = Unmapped()
+    async with running_bridge(bridge_settings(url), gateway=gateway) as bridge:
+        approval_id = await submit(bridge, "PO-9")
+        failed = await bridge.wait_state(approval_id, 1, State.FAILED)
+        assert failed.last_error is not None and "u1001" in failed.last_error
+        for _ in range(100):
+            if bridge.notifier.notices:
+                break
+            await asyncio.sleep(0.02)
+        [notice] = bridge.notifier.notices
+        assert notice.kind == "submit_failed"
+        assert notice.doc_no == "PO-9"
+        gateway.refuse = False
+        await bridge.app[DECISIONS].retry("PO-9", actor="admin")
+        row = await bridge.wait_state(approval_id, 1, State.PENDING)
+    assert row.instance_id is not None
+    assert len(gateway.instances) == 1
