@@ -50,7 +50,8 @@ class NewRevision:
     approval_id: str
     revision: int
     state: State
-    document: dict[str, Any]
+    document: str
+    """The document as JSON text."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _retire(view: DocView, trigger: Trigger, detail: dict[str, Any]) -> list[Eff
     return effects
 
 
-def _start(view: DocView, revision: int, document: dict[str, Any]) -> list[Effect]:
+def _start(view: DocView, revision: int, document: str) -> list[Effect]:
     return [
         NewRevision(view.approval_id, revision, State.RECEIVED, document),
         EnqueueJob(CREATE_INSTANCE, view.approval_id, revision),
@@ -138,7 +139,7 @@ def _start(view: DocView, revision: int, document: dict[str, Any]) -> list[Effec
 
 def _order(event: OrderSubmitted, view: DocView | None, new_id: Callable[[], str]) -> Verdict:
     data = event.data
-    document = data.model_dump(mode="json")
+    document = data.model_dump_json()
     if view is None:
         approval_id = new_id()
         fresh = DocView(
@@ -161,7 +162,7 @@ def _order(event: OrderSubmitted, view: DocView | None, new_id: Callable[[], str
 
 def _cancel(event: OrderCancelled, view: DocView | None, new_id: Callable[[], str]) -> Verdict:
     data = event.data
-    document = data.model_dump(mode="json")
+    document = data.model_dump_json()
     detail = {"reason": data.reason}
     if view is None:
         # A cancellation that overtook its submission: remember it, so the late submission of
@@ -212,5 +213,5 @@ def _stock(event: StockBelowSafety, view: DocView | None, new_id: Callable[[], s
     doc_no = replenishment_doc_no(approval_id)
     fresh = DocView(approval_id, DocType.REPLENISHMENT, doc_no, 1, State.RECEIVED, key)
     effects_list: list[Effect] = [NewApproval(approval_id, DocType.REPLENISHMENT, doc_no, key)]
-    effects_list += _start(fresh, 1, data.model_dump(mode="json"))
+    effects_list += _start(fresh, 1, data.model_dump_json())
     return Verdict(Outcome.ACCEPTED, approval_id, 1, tuple(effects_list), fresh)

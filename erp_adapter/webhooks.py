@@ -41,6 +41,18 @@ def _details(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` (chunked bodies have no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class ErpWebhook:
     """The webhook handler; everything it needs is injected."""
 
@@ -64,8 +76,8 @@ class ErpWebhook:
             return _answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
         if request.content_type != "application/json":
             return _answer(415, {"error": "unsupported_media_type"})
-        body = await request.content.read(self._max_body + 1)
-        if len(body) > self._max_body:
+        body = await _read_body(request, self._max_body)
+        if body is None:
             return _answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
         if self._secret is None:
             # Without a secret no request can be authentic; `check` reports the missing key.

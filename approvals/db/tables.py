@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     ForeignKeyConstraint,
@@ -16,7 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from approvals.db.types import Micros, UtcDateTime
+from approvals.db.types import JsonText, Micros, UtcDateTime
 
 metadata = MetaData(
     naming_convention={
@@ -51,11 +50,11 @@ revision = Table(
     Column("approval_id", String(32), primary_key=True),
     Column("revision", Integer, primary_key=True),
     Column("state", String(20), nullable=False, index=True),
-    Column("document", JSON, nullable=False),
+    Column("document", JsonText, nullable=False),
     Column("instance_id", String(80), nullable=True, unique=True),
     Column("decision", String(16), nullable=True),
     Column("decided_at", UtcDateTime, nullable=True),
-    Column("approvers", JSON, nullable=True),
+    Column("approvers", JsonText, nullable=True),
     Column("erp_ref", String(200), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
@@ -88,7 +87,7 @@ early_decision = Table(
     "early_decision",
     metadata,
     Column("instance_id", String(80), primary_key=True),
-    Column("report", JSON, nullable=False),
+    Column("report", JsonText, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
 )
 
@@ -99,7 +98,7 @@ job = Table(
     Column("kind", String(40), nullable=False),
     Column("approval_id", String(32), nullable=True),
     Column("revision", Integer, nullable=True),
-    Column("payload", JSON, nullable=False),
+    Column("payload", JsonText, nullable=False),
     # ready -> running -> deleted on success, or back to ready (retry), or parked.
     Column("status", String(16), nullable=False),
     # Runs started; above 1 means an earlier run may have reached the outside world.
@@ -125,7 +124,7 @@ audit = Table(
     Column("action", String(40), nullable=False),
     Column("from_state", String(20), nullable=True),
     Column("to_state", String(20), nullable=True),
-    Column("detail", JSON, nullable=True),
+    Column("detail", JsonText, nullable=True),
     Index("ix_audit_approval_id", "approval_id", "id"),
 )
 

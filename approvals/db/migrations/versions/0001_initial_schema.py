@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:51:49.958722
+Create Date: 2026-11-25 15:59:15.188118
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(length=40), nullable=False),
         sa.Column("from_state", sa.String(length=20), nullable=True),
         sa.Column("to_state", sa.String(length=20), nullable=True),
-        sa.Column("detail", sa.JSON(), nullable=True),
+        sa.Column("detail", approvals.db.types.JsonText(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit")),
     )
     with op.batch_alter_table("audit", schema=None) as batch_op:
@@ -57,7 +57,7 @@ def upgrade() -> None:
     op.create_table(
         "early_decision",
         sa.Column("instance_id", sa.String(length=80), nullable=False),
-        sa.Column("report", sa.JSON(), nullable=False),
+        sa.Column("report", approvals.db.types.JsonText(), nullable=False),
         sa.Column("received_at", approvals.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("instance_id", name=op.f("pk_early_decision")),
     )
@@ -89,7 +89,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("approval_id", sa.String(length=32), nullable=True),
         sa.Column("revision", sa.Integer(), nullable=True),
-        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("payload", approvals.db.types.JsonText(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("run_after", approvals.db.types.UtcDateTime(timezone=True), nullable=False),
@@ -134,11 +134,11 @@ def upgrade() -> None:
         sa.Column("approval_id", sa.String(length=32), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
-        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("document", approvals.db.types.JsonText(), nullable=False),
         sa.Column("instance_id", sa.String(length=80), nullable=True),
         sa.Column("decision", sa.String(length=16), nullable=True),
         sa.Column("decided_at", approvals.db.types.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("approvers", sa.JSON(), nullable=True),
+        sa.Column("approvers", approvals.db.types.JsonText(), nullable=True),
         sa.Column("erp_ref", sa.String(length=200), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", approvals.db.types.UtcDateTime(timezone=True), nullable=False),
