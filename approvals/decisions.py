@@ -7,16 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals.config import PriceConfig
+from approvals.db import inbox, price_repo, repo
 from approvals.db import jobs as job_repo
-from approvals.db import price_repo, repo
 from approvals.db.engine import Database
 from approvals.db.repo import RevisionRow
-from approvals.db.tables import early_decision, inbox
 from approvals.errors import NotFound
 from approvals.models import Decision, DecisionReport, DocType, PurchaseOrder
 from approvals.ports import Clock
@@ -94,19 +91,11 @@ async def apply_held(
 ) -> DecisionResult | None:
     """Apply a decision that arrived before the revision's instance id was recorded, if one did."""
     assert row.instance_id is not None
-    held = (
-        await conn.execute(
-            select(early_decision.c.report).where(early_decision.c.instance_id == row.instance_id)
-        )
-    ).first()
+    held = await inbox.take_held(conn, row.instance_id)
     if held is None:
         return None
-    await conn.execute(
-        delete(early_decision).where(early_decision.c.instance_id == row.instance_id)
-    )
-    return await apply_decision(
-        conn, row, DecisionReport.model_validate(held[0]), now, "dingtalk", prices
-    )
+    report = DecisionReport.model_validate(held)
+    return await apply_decision(conn, row, report, now, "dingtalk", prices)
 
 
 class DecisionService:
@@ -128,17 +117,11 @@ class DecisionService:
         """Record a decision and ask for its write-back in one transaction; deduplicated."""
         now = self._clock.now()
         async with self._db.write() as conn:
-            seen = await conn.execute(
-                select(inbox.c.event_key).where(inbox.c.event_key == report.event_key)
-            )
-            if seen.first() is not None:
+            if not await inbox.first_sighting(conn, report.event_key, actor, now):
                 return DecisionResult(DecisionOutcome.DUPLICATE)
-            await conn.execute(
-                insert(inbox).values(event_key=report.event_key, source=actor, received_at=now)
-            )
             row = await repo.find_by_instance(conn, report.instance_id)
             if row is None:
-                await _hold(conn, report, now)
+                await inbox.hold(conn, report.instance_id, report.model_dump(mode="json"), now)
                 return DecisionResult(DecisionOutcome.HELD)
             result = await apply_decision(conn, row, report, now, actor, self._prices)
         self._on_commit()
@@ -174,14 +157,3 @@ class DecisionService:
             )
         self._on_commit()
         return failed
-
-
-async def _hold(conn: AsyncConnection, report: DecisionReport, now: dt.datetime) -> None:
-    """Keep the first decision heard for an unknown instance (an instance is decided once)."""
-    values = {
-        "instance_id": report.instance_id,
-        "report": report.model_dump(mode="json"),
-        "received_at": now,
-    }
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    await conn.execute(dialect.insert(early_decision).values(values).on_conflict_do_nothing())

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from approvals.db.engine import Database
-from approvals.db.migrate import status
+from approvals.db.migrate import SchemaStatus, status
 from approvals.decisions import DecisionService
 from approvals.intake import IntakeService
 from approvals.jobs import JobHandler, JobRunner
@@ -28,6 +28,14 @@ from erp_adapter.webhooks import ErpWebhook
 
 class SchemaOutdated(RuntimeError):
     """The database needs `approval-bridge db upgrade` before the service can run."""
+
+    @classmethod
+    def of(cls, schema: SchemaStatus) -> SchemaOutdated:
+        """The error for a schema that is behind, naming the command that fixes it."""
+        return cls(
+            f"the database schema is at {schema.current or 'nothing'}, this version needs "
+            f"{schema.head}: run `approval-bridge db upgrade` first"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,7 @@ def create_app(settings: Settings, ports: Ports, clock: Clock | None = None) -> 
         try:
             schema = await status(db)
             if not schema.up_to_date:
-                raise SchemaOutdated(
-                    f"the database schema is at {schema.current or 'nothing'}, this version needs "
-                    f"{schema.head}: run `approval-bridge db upgrade` first"
-                )
+                raise SchemaOutdated.of(schema)
             app[DATABASE] = db
             yield
         finally:

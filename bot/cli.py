@@ -17,7 +17,7 @@ from approvals.db.migrate import status, upgrade
 from approvals.price_import import ImportReport, import_prices
 from approvals.progress import ProgressBar
 from bot import logs
-from bot.app import Ports
+from bot.app import Ports, SchemaOutdated, create_app
 from bot.settings import Settings, load_or_exit
 
 
@@ -124,15 +124,15 @@ def _print_report(report: ImportReport) -> None:
 
 
 def _run(settings: Settings) -> int:
-    from bot.app import SchemaOutdated
-
+    problem = asyncio.run(_schema_problem(settings))
+    if problem is not None:
+        print(f"approval-bridge run: {problem}", file=sys.stderr)
+        return 2
     try:
         ports = _dingtalk_ports(settings)
     except NotImplementedError as exc:
         print(f"approval-bridge run: {exc}", file=sys.stderr)
         return 2
-    from bot.app import create_app
-
     app = create_app(settings, ports)
     try:
         # run_app handles SIGINT and SIGTERM: stop accepting, finish in-flight work, clean up.
@@ -145,7 +145,18 @@ def _run(settings: Settings) -> int:
     return 0
 
 
+async def _schema_problem(settings: Settings) -> str | None:
+    """Why the database cannot be served as it is, or None."""
+    db = Database.from_config(settings.database)
+    try:
+        schema = await status(db)
+    finally:
+        await db.dispose()
+    return None if schema.up_to_date else str(SchemaOutdated.of(schema))
+
+
 def _dingtalk_ports(settings: Settings) -> Ports:
+    # The seam where the DingTalk connector (OpenAPI client, stream, HTTP callbacks) plugs in.
     raise NotImplementedError(
         "the DingTalk connector (stream and HTTP callbacks) is not part of this build yet; "
         "`approval-bridge demo` runs the whole flow with an in-memory approval system"

@@ -40,3 +40,5 @@ def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = No
     root.setLevel(level)
     # aiohttp's access log is one line per webhook: noisy at thousands per second.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # alembic narrates every connection it configures; its warnings still show.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
