@@ -138,6 +138,13 @@ class JobRunner:
             )
 
     async def _run(self, job: JobRow) -> None:
+        try:
+            await self._attempt(job)
+        except (DBAPIError, OSError) as exc:
+            # The outcome could not be recorded; the lease runs out and the job is tried again.
+            log.warning("jobs: %s job %d: cannot record its outcome: %s", job.kind, job.id, exc)
+
+    async def _attempt(self, job: JobRow) -> None:
         handler = self._handlers.get(job.kind)
         if handler is None:
             await self._park(job, None, f"no handler for job kind {job.kind!r}")
@@ -166,6 +173,8 @@ class JobRunner:
         delay = backoff(job.attempts, self._config, self._rng)
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
+        # Whatever a peer asks for, never wait past the deadline: past it, the job is parked.
+        delay = min(delay, handler.deadline.total_seconds() + 1)
         at = now + dt.timedelta(seconds=delay)
         error = f"{type(exc).__name__}: {exc}"
         if at > job.created_at + handler.deadline:

@@ -111,8 +111,11 @@ async def _prices_import(settings: Settings, path: Path) -> int:
 
 
 def _print_report(report: ImportReport) -> None:
+    if report.error is not None and report.rows_read == 0:
+        print(f"cannot import: {report.error}", file=sys.stderr)
+        return
     if report.error is not None:
-        print(f"{report.path}: cannot import: {report.error}", file=sys.stderr)
+        print(f"import stopped: {report.error}", file=sys.stderr)
     for bad in report.bad_rows:
         print(f"{report.path}:{bad.line}: skipped: {bad.reason}", file=sys.stderr)
     if report.skipped > len(report.bad_rows):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +23,26 @@ class ErpResponse:
     body: dict[str, Any]
 
 
+_MAX_RETRY_AFTER_S = 86_400.0
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), capped at a day."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    if not math.isfinite(seconds):
         return None
+    return min(max(0.0, seconds), _MAX_RETRY_AFTER_S)
 
 
 async def request(
