@@ -26,6 +26,12 @@ class ProcessConfig(CoreModel):
     """`[approvals.purchase_order]` or `[approvals.replenishment]`: one approval template."""
 
     process_code: str = ""
+    dept_id: int = -1
+    """The originator's department for the instance; -1 is the root department."""
+    lines_as: Literal["table", "text"] = "table"
+    """Order lines as the template's table (detail) field, or as one multi-line text field."""
+    fields: dict[str, str] = Field(default_factory=dict)
+    """Our form field -> the label of the template's component; see the README for defaults."""
 
 
 class PriceConfig(CoreModel):

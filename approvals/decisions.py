@@ -16,7 +16,8 @@ from approvals.db.engine import Database
 from approvals.db.repo import RevisionRow
 from approvals.errors import NotFound
 from approvals.models import Decision, DecisionReport, DocType, PurchaseOrder
-from approvals.ports import Clock
+from approvals.notices import enqueue_notice
+from approvals.ports import Clock, Notice
 from approvals.rules import CREATE_INSTANCE
 from approvals.states import State, Trigger
 from approvals.writeback import WRITE_BACK
@@ -31,6 +32,8 @@ class DecisionOutcome(StrEnum):
     """For a superseded or cancelled revision: audited, never written back."""
     HELD = "held"
     """For an instance whose id we have not recorded yet: applied when we do."""
+    IGNORED = "ignored"
+    """About an instance that is not ours, or already retired."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,39 @@ class DecisionService:
             result = await apply_decision(conn, row, report, now, actor, self._prices)
         self._on_commit()
         return result
+
+    async def terminated(
+        self, instance_id: str, event_key: str, actor: str = "dingtalk"
+    ) -> DecisionResult:
+        """An instance was withdrawn on the approval side: an open revision becomes cancelled."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            if not await inbox.first_sighting(conn, event_key, actor, now):
+                return DecisionResult(DecisionOutcome.DUPLICATE)
+            row = await repo.find_by_instance(conn, instance_id)
+            if row is None:
+                return DecisionResult(DecisionOutcome.IGNORED)
+            if row.state is not State.PENDING:
+                # We ended it ourselves (superseded, cancelled): nothing changes.
+                return DecisionResult(DecisionOutcome.IGNORED, row.approval_id, row.revision)
+            detail = {"instance_id": instance_id}
+            await repo.move(
+                conn,
+                row.approval_id,
+                row.revision,
+                State.PENDING,
+                Trigger.TERMINATED,
+                now,
+                actor,
+                detail,
+            )
+            text = (
+                f"The approval of {row.doc_no} (revision {row.revision}) was withdrawn in "
+                "DingTalk; nothing is written back to the ERP."
+            )
+            await enqueue_notice(conn, Notice("withdrawn", text, row.approval_id, row.doc_no), now)
+        self._on_commit()
+        return DecisionResult(DecisionOutcome.APPLIED, row.approval_id, row.revision)
 
     async def retry(self, approval_id_or_doc_no: str, actor: str) -> RevisionRow:
         """Re-run a parked revision: its write-back if it was decided, else its submission."""

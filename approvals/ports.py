@@ -68,6 +68,31 @@ class ApprovalGateway(Protocol):
 
 
 @dataclass(frozen=True)
+class InstanceSnapshot:
+    """An instance as the approval system reports it on request (for reconciliation)."""
+
+    instance_id: str
+    status: str
+    """RUNNING, COMPLETED or TERMINATED."""
+    result: str | None
+    """agree or refuse once COMPLETED; None otherwise."""
+    finished_at: dt.datetime | None
+    approvers: tuple[ApproverAction, ...] = ()
+
+
+class InstanceDirectory(Protocol):
+    """Looks instances up, for finding decisions whose events never arrived."""
+
+    async def finished_ids(self, process_code: str, started_since: dt.datetime) -> list[str]:
+        """Ids of instances of a process started since a time that are finished or terminated."""
+        ...
+
+    async def snapshot(self, instance_id: str) -> InstanceSnapshot:
+        """One instance's status, result and approvers."""
+        ...
+
+
+@dataclass(frozen=True)
 class WriteBack:
     """A decision to tell the ERP (CONTRACT section 3)."""
 

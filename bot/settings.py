@@ -53,6 +53,17 @@ class DingTalkConfig(core.CoreModel):
     callback_token: SecretStr | None = None
     callback_aes_key: SecretStr | None = None
     callback_owner_key: str | None = None
+    agent_id: int | None = None
+    """The app's AgentId, needed only for work notifications."""
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    rate_limit_qps: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    """Calls per second per API; DingTalk's standard edition allows 20."""
+    monthly_call_budget: Annotated[int, Field(ge=100, le=100_000_000)] = 10_000
+    reconcile_interval_min: Annotated[int, Field(ge=1, le=15)] = 5
+    sweep_interval_min: Annotated[int, Field(ge=5, le=1440)] = 60
+    """A full reconciliation sweep at least this often while the stream looks healthy."""
+    stream_watchdog_s: Annotated[float, Field(ge=10, le=3600)] = 90.0
+    """Replace a stream connection that has carried no frame (not even a ping) for this long."""
 
 
 class LogConfig(core.CoreModel):

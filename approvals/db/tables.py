@@ -154,3 +154,14 @@ price = Table(
         "supplier_code",
     ),
 )
+
+# DingTalk calls by API and day, for the monthly budget (token calls are not metered by DingTalk).
+api_call = Table(
+    "api_call",
+    metadata,
+    Column("api", String(80), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("calls", BigInteger, nullable=False, default=0),
+    Column("throttled", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+)
