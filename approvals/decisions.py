@@ -15,7 +15,7 @@ from approvals.db import jobs as job_repo
 from approvals.db.engine import Database
 from approvals.db.repo import RevisionRow
 from approvals.errors import NotFound
-from approvals.models import Decision, DecisionReport, DocType, PurchaseOrder
+from approvals.models import ApproverAction, Decision, DecisionReport, DocType, PurchaseOrder
 from approvals.notices import enqueue_notice
 from approvals.ports import Clock, Notice
 from approvals.rules import CREATE_INSTANCE
@@ -64,7 +64,8 @@ async def apply_decision(
         outcome = DecisionOutcome.LATE if late else DecisionOutcome.DUPLICATE
         return DecisionResult(outcome, row.approval_id, row.revision)
     trigger = Trigger.APPROVE if report.decision is Decision.APPROVED else Trigger.REJECT
-    approvers = [a.model_dump(mode="json") for a in report.approvers]
+    # Approvers' own actions, heard one by one as task events, unless the report carries them.
+    approvers = [a.model_dump(mode="json") for a in report.approvers] or row.approvers or []
     await repo.move(
         conn,
         row.approval_id,
@@ -129,6 +130,26 @@ class DecisionService:
             result = await apply_decision(conn, row, report, now, actor, self._prices)
         self._on_commit()
         return result
+
+    async def record_action(
+        self, instance_id: str, action: ApproverAction, event_key: str, actor: str = "dingtalk"
+    ) -> DecisionResult:
+        """Keep one approver's action on a pending revision, for the write-back's `approvers`."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            if not await inbox.first_sighting(conn, event_key, actor, now):
+                return DecisionResult(DecisionOutcome.DUPLICATE)
+            row = await repo.find_by_instance(conn, instance_id)
+            if row is None or row.state is not State.PENDING:
+                return DecisionResult(DecisionOutcome.IGNORED)
+            actions = [*(row.approvers or []), action.model_dump(mode="json")]
+            await repo.set_approvers(conn, row.approval_id, row.revision, actions, now)
+            detail = {"user_id": action.user_id, "result": action.result}
+            audit = repo.audit_row(
+                row.approval_id, row.revision, now, actor, "task_done", detail=detail
+            )
+            await repo.append_audit(conn, [audit])
+        return DecisionResult(DecisionOutcome.APPLIED, row.approval_id, row.revision)
 
     async def terminated(
         self, instance_id: str, event_key: str, actor: str = "dingtalk"

@@ -338,3 +338,18 @@ async def set_instance(
         .where(revision.c.approval_id == approval_id, revision.c.revision == rev)
         .values(instance_id=instance_id, updated_at=now)
     )
+
+
+async def set_approvers(
+    conn: AsyncConnection,
+    approval_id: str,
+    rev: int,
+    approvers: list[dict[str, Any]],
+    now: dt.datetime,
+) -> None:
+    """Replace the approvers' actions recorded on a revision."""
+    await conn.execute(
+        update(revision)
+        .where(revision.c.approval_id == approval_id, revision.c.revision == rev)
+        .values(approvers=approvers, updated_at=now)
+    )

@@ -1,0 +1,1 @@
+"""A local, faithful stand-in for the DingTalk Open Platform subset the bridge uses."""
