@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 from dataclasses import dataclass, field
 
-from approvals.ports import InstanceRequest, Notice
+from approvals.models import ApproverAction
+from approvals.ports import InstanceRequest, InstanceSnapshot, Notice
 
 
 @dataclass
@@ -18,6 +20,8 @@ class MemoryInstance:
     status: str = "RUNNING"
     result: str | None = None
     terminate_reason: str | None = None
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    finished_at: dt.datetime | None = None
 
 
 @dataclass
@@ -27,6 +31,8 @@ class MemoryGateway:
     instances: dict[str, MemoryInstance] = field(default_factory=dict)
     created: asyncio.Queue[MemoryInstance] = field(default_factory=asyncio.Queue)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    lookups: int = 0
+    """Directory calls made (what DingTalk would meter)."""
 
     async def create_instance(self, request: InstanceRequest) -> str:
         """Create a running instance."""
@@ -47,11 +53,34 @@ class MemoryGateway:
         instance = self.instances[instance_id]
         if instance.status == "RUNNING":
             instance.status, instance.terminate_reason = "TERMINATED", reason
+            instance.finished_at = dt.datetime.now(dt.UTC)
 
     def finish(self, instance_id: str, result: str) -> None:
         """Approvers decided (`agree` or `refuse`)."""
         instance = self.instances[instance_id]
         instance.status, instance.result = "COMPLETED", result
+        instance.finished_at = dt.datetime.now(dt.UTC)
+
+    async def finished_ids(self, process_code: str, started_since: dt.datetime) -> list[str]:
+        """Finished instances started since a time (the process code is not modelled here)."""
+        found = [
+            i.instance_id
+            for i in self.instances.values()
+            if i.status != "RUNNING" and i.created_at >= started_since
+        ]
+        self.lookups += max(1, -(-len(found) // 20))  # one call per page of 20
+        return found
+
+    async def snapshot(self, instance_id: str) -> InstanceSnapshot:
+        """One instance as it stands."""
+        self.lookups += 1
+        i = self.instances[instance_id]
+        approvers: tuple[ApproverAction, ...] = ()
+        if i.result is not None:
+            approvers = (
+                ApproverAction(user_id="mem-approver", result=i.result.upper(), at=i.finished_at),
+            )
+        return InstanceSnapshot(i.instance_id, i.status, i.result, i.finished_at, approvers)
 
     def running_for(self, reference: str) -> list[MemoryInstance]:
         """Running instances carrying a reference."""

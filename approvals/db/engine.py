@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +43,28 @@ class Database:
         """A connection for reading."""
         async with self.engine.connect() as conn:
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        """True inside for exactly one process at a time (a PostgreSQL advisory lock).
+
+        Scheduled work that must run once per tick across replicas takes it; SQLite serves one
+        process, so there it is always granted.
+        """
+        if self.is_sqlite:
+            yield True
+            return
+        key = zlib.crc32(name.encode())
+        async with self.engine.connect() as conn:
+            got = bool(
+                (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+            )
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                await conn.commit()
 
     async def ping(self) -> None:
         """Raise when the database cannot be reached."""

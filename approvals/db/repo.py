@@ -353,3 +353,13 @@ async def set_approvers(
         .where(revision.c.approval_id == approval_id, revision.c.revision == rev)
         .values(approvers=approvers, updated_at=now)
     )
+
+
+async def pending_instances(conn: AsyncConnection) -> list[tuple[str, DocType, dt.datetime]]:
+    """(instance id, document type, received at) of every revision waiting for a decision."""
+    query = (
+        select(revision.c.instance_id, approval.c.doc_type, revision.c.created_at)
+        .join_from(revision, approval, revision.c.approval_id == approval.c.id)
+        .where(revision.c.state == State.PENDING.value, revision.c.instance_id.is_not(None))
+    )
+    return [(row[0], DocType(row[1]), row[2]) for row in await conn.execute(query)]
