@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from approvals.config import IntakeConfig
 from approvals.db import repo
@@ -96,35 +96,47 @@ class IntakeService:
             return
         try:
             results = await self._apply_with_retry([event for event, _ in live])
-        except (DBAPIError, OSError, StorageUnavailable) as exc:
+        except (DBAPIError, OSError) as exc:
             log.warning("intake: %d events not stored: %s", len(live), exc)
-            error = StorageUnavailable(f"storage unavailable: {type(exc).__name__}")
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(error)
-            return
-        self._on_commit()
+            results = [StorageUnavailable(f"storage unavailable: {type(exc).__name__}")] * len(live)
+        if any(isinstance(r, IntakeResult) for r in results):
+            self._on_commit()
         for (_, fut), result in zip(live, results, strict=True):
-            if not fut.done():
+            if fut.done():
+                continue
+            if isinstance(result, IntakeResult):
                 fut.set_result(result)
+            else:
+                fut.set_exception(result)
 
-    async def _apply_with_retry(self, events: list[Event]) -> list[IntakeResult]:
-        """Commit the batch; on a lost race (another replica), retry it, then one by one."""
+    async def _apply_with_retry(
+        self, events: list[Event]
+    ) -> list[IntakeResult | StorageUnavailable]:
+        """Commit the batch; if that fails, one by one, so one bad event cannot sink the others.
+
+        A lost race with another replica (a compare-and-set or a unique key) is retried; an
+        event the database refuses (DataError) fails alone.
+        """
         for _ in range(3):
             try:
-                return await self._apply(events)
+                return list(await self._apply(events))
             except (ConcurrentChange, IntegrityError):
                 continue
-        results: list[IntakeResult] = []
-        for event in events:
-            for attempt in range(5):
-                try:
-                    results.extend(await self._apply([event]))
-                    break
-                except (ConcurrentChange, IntegrityError) as exc:
-                    if attempt == 4:
-                        raise StorageUnavailable(f"write conflict: {exc}") from exc
-        return results
+            except DataError:
+                break
+        return [await self._apply_one(event) for event in events]
+
+    async def _apply_one(self, event: Event) -> IntakeResult | StorageUnavailable:
+        for _ in range(5):
+            try:
+                [result] = await self._apply([event])
+                return result
+            except (ConcurrentChange, IntegrityError):
+                continue
+            except DataError as exc:
+                log.warning("intake: event %s refused by the database: %s", event.event_id, exc)
+                return StorageUnavailable("the database refused this event")
+        return StorageUnavailable("write conflict persisted")
 
     async def _apply(self, events: Sequence[Event]) -> list[IntakeResult]:
         now = self._clock.now()

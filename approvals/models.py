@@ -7,7 +7,14 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 MONEY_SCALE = 6
 """Decimal places kept for money and quantities (stored as scaled integers)."""
@@ -30,7 +37,7 @@ def _decimal_from_string(value: Any) -> Any:
 def _check_decimal(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite number")
-    if abs(value) >= _MAX_ABS:
+    if value.copy_abs() >= _MAX_ABS:  # abs() rounds in the context and can trap Overflow
         raise ValueError("is out of range")
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MONEY_SCALE:
@@ -56,6 +63,14 @@ class Frozen(BaseModel):
     """Base for immutable models that reject unknown-typed input."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """PostgreSQL text cannot hold U+0000: refuse it here rather than fail the whole batch."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+        return value
 
 
 class DocType(StrEnum):
@@ -149,7 +164,10 @@ class StockAlert(Frozen):
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a UTC offset, e.g. 2026-11-25T10:00:00+08:00")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 has no UTC datetime
+        raise ValueError("is out of range") from None
 
 
 AwareDatetime = Annotated[dt.datetime, AfterValidator(_aware)]

@@ -166,7 +166,7 @@ def _cancel(event: OrderCancelled, view: DocView | None, new_id: Callable[[], st
     detail = {"reason": data.reason}
     if view is None:
         # A cancellation that overtook its submission: remember it, so the late submission of
-        # this revision (or an older one) is answered as stale instead of raising an approval.
+        # this revision (a duplicate) or an older one (stale) raises no approval.
         approval_id = new_id()
         after = DocView(
             approval_id, DocType.PURCHASE_ORDER, data.doc_no, data.revision, State.CANCELLED

@@ -49,7 +49,7 @@ def verify(
     candidates = [part.strip() for part in signature_header.split(",")]
     valid = False
     for candidate in candidates:
-        valid |= hmac.compare_digest(candidate.encode(), expected.encode())
+        valid |= hmac.compare_digest(candidate.encode(errors="surrogateescape"), expected.encode())
     if not valid:
         return SignatureProblem.BAD_SIGNATURE
     # Checked after the signature, so an attacker learns nothing about our clock from a forgery.

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from approvals.errors import Overloaded, StorageUnavailable
 from approvals.intake import IntakeService
-from approvals.models import ErpEvent
+from approvals.models import ErpEvent, EventType
 from approvals.rules import Event, Outcome
 from erp_adapter.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
@@ -35,10 +35,18 @@ def _answer(
 
 
 def _details(error: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(item["loc"]), "msg": item["msg"]}
-        for item in error.errors(include_url=False, include_input=False)
-    ]
+    details = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = list(item["loc"])
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ["type"]  # the discriminator itself is what is wrong
+        elif loc and loc[0] in _TAGS:
+            loc = loc[1:]  # pydantic puts the union member's tag first; it is not in the body
+        details.append({"loc": loc, "msg": item["msg"]})
+    return details
+
+
+_TAGS = frozenset(t.value for t in EventType)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
