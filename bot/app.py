@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -15,13 +16,36 @@ from approvals.decisions import DecisionService
 from approvals.intake import IntakeService
 from approvals.jobs import JobHandler, JobRunner
 from approvals.notices import NOTIFY, NotifyHandler
-from approvals.ports import ApprovalGateway, Clock, ErpWriteBack, Notifier, SystemClock
+from approvals.ports import (
+    ApprovalGateway,
+    Clock,
+    ErpWriteBack,
+    InstanceDirectory,
+    Notifier,
+    SystemClock,
+)
+from approvals.reconcile import Reconciler
 from approvals.rules import CREATE_INSTANCE, TERMINATE_INSTANCE
 from approvals.submit import CreateInstanceHandler, TerminateHandler
 from approvals.writeback import WRITE_BACK, WriteBackHandler
+from bot import callback, dingtalk
 from bot import web as routes
-from bot.keys import DATABASE, DECISIONS, HTTP_SESSION, INTAKE, JOBS, WEBHOOK
+from bot.events import ChatHandler, EventSink
+from bot.keys import (
+    DATABASE,
+    DECISIONS,
+    HTTP_SESSION,
+    INTAKE,
+    JOBS,
+    METER,
+    RECONCILER,
+    SINK,
+    STREAM,
+    WEBHOOK,
+)
+from bot.scheduler import Scheduler
 from bot.settings import Settings
+from cards.renderer import Renderer
 from erp_adapter.generic.adapter import GenericAdapter
 from erp_adapter.webhooks import ErpWebhook
 
@@ -40,21 +64,38 @@ class SchemaOutdated(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
-    """The approval-system side, chosen by the caller (DingTalk, or in memory for the demo)."""
+    """The approval-system side, when the caller brings it (the in-memory one in tests)."""
 
     gateway: ApprovalGateway
     notifier: Notifier
     erp: ErpWriteBack | None = None
     """Overrides the configured ERP adapter (tests)."""
+    directory: InstanceDirectory | None = None
+    """Enables reconciliation against it."""
 
 
-def create_app(settings: Settings, ports: Ports, clock: Clock | None = None) -> web.Application:
-    """The service as an aiohttp application; every resource lives in `cleanup_ctx`."""
+PORTS = web.AppKey("ports", Ports)
+
+
+def create_app(
+    settings: Settings,
+    ports: Ports | None = None,
+    clock: Clock | None = None,
+    chat: ChatHandler | None = None,
+) -> web.Application:
+    """The service as an aiohttp application; every resource lives in `cleanup_ctx`.
+
+    Without `ports` it talks to DingTalk as configured: OpenAPI client, stream or HTTP callbacks,
+    reconciliation. Robot messages go to `chat` (chat commands are wired by their own module).
+    """
     clock = clock or SystemClock()
+    renderer = Renderer()
     app = web.Application(
         middlewares=[routes.errors], client_max_size=settings.erp.max_body_bytes + 1
     )
     routes.add_routes(app)
+    if settings.dingtalk.mode == "http":
+        callback.add_route(app)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database.from_config(settings.database)
@@ -72,35 +113,94 @@ def create_app(settings: Settings, ports: Ports, clock: Clock | None = None) -> 
             app[HTTP_SESSION] = session
             yield
 
+    async def approval_system(app: web.Application) -> AsyncIterator[None]:
+        if ports is not None:
+            app[PORTS] = ports
+            yield
+            return
+        async with dingtalk.connect(settings, app[DATABASE], app[HTTP_SESSION], renderer) as side:
+            app[PORTS] = Ports(side.gateway, side.notifier, directory=side.gateway)
+            app[METER] = side.meter
+            yield
+
     async def services(app: web.Application) -> AsyncIterator[None]:
-        db = app[DATABASE]
+        db, chosen = app[DATABASE], app[PORTS]
         secret = settings.erp.webhook_secret
         secret_bytes = None if secret is None else secret.get_secret_value().encode()
-        erp = ports.erp or GenericAdapter(
+        erp = chosen.erp or GenericAdapter(
             app[HTTP_SESSION], settings.erp.base_url, secret_bytes or b"", settings.erp.timeout_s
         )
         jobs = settings.jobs
         dingtalk_deadline = dt.timedelta(hours=jobs.dingtalk_deadline_h)
         handlers: dict[str, JobHandler] = {
             CREATE_INSTANCE: CreateInstanceHandler(
-                db, clock, ports.gateway, settings.prices, dingtalk_deadline
+                db, clock, chosen.gateway, settings.prices, dingtalk_deadline
             ),
-            TERMINATE_INSTANCE: TerminateHandler(db, clock, ports.gateway, dingtalk_deadline),
+            TERMINATE_INSTANCE: TerminateHandler(db, clock, chosen.gateway, dingtalk_deadline),
             WRITE_BACK: WriteBackHandler(
                 db, clock, erp, dt.timedelta(hours=jobs.write_back_deadline_h)
             ),
-            NOTIFY: NotifyHandler(ports.notifier, dingtalk_deadline),
+            NOTIFY: NotifyHandler(chosen.notifier, dingtalk_deadline),
         }
         runner = JobRunner(db, clock, jobs, handlers)
         intake = IntakeService(db, clock, settings.intake, on_commit=runner.wake)
+        decisions = DecisionService(db, clock, settings.prices, on_commit=runner.wake)
+        sink = EventSink(decisions, clock)
         app[JOBS] = runner
         app[INTAKE] = intake
-        app[DECISIONS] = DecisionService(db, clock, settings.prices, on_commit=runner.wake)
+        app[DECISIONS] = decisions
+        app[SINK] = sink
         app[WEBHOOK] = ErpWebhook(
             intake, secret_bytes, settings.erp.timestamp_tolerance_s, settings.erp.max_body_bytes
         )
-        async with runner.running(), intake.running():
+        if settings.dingtalk.mode == "http":
+            try:
+                app[callback.CALLBACK] = callback.from_config(sink, settings.dingtalk)
+            except callback.CallbackKeysMissing as exc:
+                raise dingtalk.StartupError(str(exc)) from exc
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(runner.running())
+            await stack.enter_async_context(intake.running())
+            if ports is None and settings.dingtalk.mode == "stream":
+                app[STREAM] = await stack.enter_async_context(
+                    dingtalk.stream(settings, app[HTTP_SESSION], sink, chat)
+                )
+            if chosen.directory is not None:
+                reconciler = Reconciler(
+                    db,
+                    clock,
+                    chosen.directory,
+                    decisions,
+                    settings.approvals,
+                    dt.timedelta(minutes=settings.dingtalk.sweep_interval_min),
+                )
+                app[RECONCILER] = reconciler
+                scheduler = Scheduler(db, settings.timezone)
+                scheduler.every(
+                    "reconcile",
+                    settings.dingtalk.reconcile_interval_min,
+                    _reconcile_tick(app, reconciler),
+                    run_now=True,
+                )
+                await stack.enter_async_context(scheduler.running())
             yield
 
-    app.cleanup_ctx.extend([database, http_session, services])
+    app.cleanup_ctx.extend([database, http_session, approval_system, services])
     return app
+
+
+def _reconcile_tick(
+    app: web.Application, reconciler: Reconciler
+) -> Callable[[], Awaitable[object]]:
+    """The scheduled check; a stream that reconnected since the last tick may have lost events."""
+    seen = [-1]
+
+    async def tick() -> object:
+        intake = app.get(STREAM)
+        if intake is not None and intake.connections != seen[0]:
+            if seen[0] >= 0:
+                reconciler.events_may_be_missing()
+            seen[0] = intake.connections
+        return await reconciler.tick()
+
+    return tick

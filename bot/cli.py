@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -17,7 +18,8 @@ from approvals.db.migrate import status, upgrade
 from approvals.price_import import ImportReport, import_prices
 from approvals.progress import ProgressBar
 from bot import logs
-from bot.app import Ports, SchemaOutdated, create_app
+from bot.app import SchemaOutdated, create_app
+from bot.dingtalk import StartupError
 from bot.settings import Settings, load_or_exit
 
 
@@ -53,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     with_config(
         commands.add_parser("check", help="validate the configuration and report every problem")
     )
+    sandbox = commands.add_parser("sandbox", help="run the DingTalk sandbox alone")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8790)
     return parser
 
 
@@ -63,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.check import run_check
 
         return run_check(args.config, os.environ, sys.stdout, sys.stderr)
+    if args.command == "sandbox":
+        return _sandbox(args.host, args.port)
     if args.command == "demo":
         from bot.demo import run_demo
 
@@ -75,6 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "prices":
         return asyncio.run(_prices_import(settings, args.file))
     return _run(settings)
+
+
+def _sandbox(host: str, port: int) -> int:
+    from bot.sandbox.server import serve
+
+    logs.configure("INFO")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(host, port))
+    return 0
 
 
 async def _db_upgrade(settings: Settings) -> int:
@@ -132,17 +148,16 @@ def _run(settings: Settings) -> int:
         print(f"approval-bridge run: {problem}", file=sys.stderr)
         return 2
     try:
-        ports = _dingtalk_ports(settings)
-    except NotImplementedError as exc:
-        print(f"approval-bridge run: {exc}", file=sys.stderr)
-        return 2
-    app = create_app(settings, ports)
-    try:
         # run_app handles SIGINT and SIGTERM: stop accepting, finish in-flight work, clean up.
         web.run_app(
-            app, host=settings.http.host, port=settings.http.port, print=None, shutdown_timeout=15
+            create_app(settings),
+            host=settings.http.host,
+            port=settings.http.port,
+            print=lambda text: print(text, file=sys.stderr),
+            shutdown_timeout=15,
+            access_log=None,
         )
-    except SchemaOutdated as exc:
+    except (SchemaOutdated, StartupError) as exc:
         print(f"approval-bridge run: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -156,14 +171,6 @@ async def _schema_problem(settings: Settings) -> str | None:
     finally:
         await db.dispose()
     return None if schema.up_to_date else str(SchemaOutdated.of(schema))
-
-
-def _dingtalk_ports(settings: Settings) -> Ports:
-    # The seam where the DingTalk connector (OpenAPI client, stream, HTTP callbacks) plugs in.
-    raise NotImplementedError(
-        "the DingTalk connector (stream and HTTP callbacks) is not part of this build yet; "
-        "`approval-bridge demo` runs the whole flow with an in-memory approval system"
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover

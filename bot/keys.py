@@ -9,6 +9,10 @@ from approvals.db.engine import Database
 from approvals.decisions import DecisionService
 from approvals.intake import IntakeService
 from approvals.jobs import JobRunner
+from approvals.reconcile import Reconciler
+from bot.events import EventSink
+from bot.meter import CallMeter
+from bot.stream import StreamIntake
 from erp_adapter.webhooks import ErpWebhook
 
 DATABASE = web.AppKey("database", Database)
@@ -17,3 +21,7 @@ INTAKE = web.AppKey("intake", IntakeService)
 WEBHOOK = web.AppKey("erp_webhook", ErpWebhook)
 JOBS = web.AppKey("jobs", JobRunner)
 DECISIONS = web.AppKey("decisions", DecisionService)
+SINK = web.AppKey("event_sink", EventSink)
+STREAM = web.AppKey("stream", StreamIntake)
+METER = web.AppKey("meter", CallMeter)
+RECONCILER = web.AppKey("reconciler", Reconciler)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from bot.keys import DATABASE, WEBHOOK
+from bot.keys import DATABASE, STREAM, WEBHOOK
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """`GET /readyz`: the database answers (the DingTalk connection joins with its issue)."""
+    """`GET /readyz`: the database answers and, in stream mode, the DingTalk stream is up."""
     checks: dict[str, str] = {}
     try:
         await request.app[DATABASE].ping()
         checks["database"] = "ok"
     except (DBAPIError, OSError) as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    intake = request.app.get(STREAM)
+    if intake is not None:
+        checks["dingtalk_stream"] = "ok" if intake.connected else "disconnected"
     ready = all(value == "ok" for value in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 

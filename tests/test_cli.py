@@ -234,17 +234,6 @@ def test_check_lists_every_problem(tmp_path: Path) -> None:
     assert "not valid" in report
 
 
-def test_run_explains_that_the_dingtalk_connector_is_missing(
-    tmp_path: Path, migrated: tuple[Path, Path]
-) -> None:
-    config, _ = migrated
-    result = cli(tmp_path, "run", "--config", str(config))
-    assert result.returncode == 2, result.stderr
-    assert "DingTalk connector" in result.stderr
-    assert "approval-bridge demo" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     config = write_config(tmp_path, tmp_path / "fresh.db")
     result = cli(tmp_path, "run", "--config", str(config))
