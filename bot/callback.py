@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.crypto import BadCiphertext, BadSignature, CallbackCrypto, OwnerMismatch
+from bot.crypto import BadCiphertext, BadKey, BadSignature, CallbackCrypto, OwnerMismatch
 from bot.events import EventError, EventSink, from_http
 from bot.settings import DingTalkConfig
 
@@ -18,7 +18,7 @@ PATH = "/dingtalk/callback"
 
 
 class CallbackKeysMissing(ValueError):
-    """HTTP-callback mode needs the callback token, the AES key and an owner key."""
+    """HTTP-callback mode needs the callback token, a valid AES key and an owner key."""
 
 
 def _refuse(status: int, error: str) -> web.Response:
@@ -99,12 +99,15 @@ def from_config(sink: EventSink, config: DingTalkConfig) -> DingTalkCallback:
             "dingtalk.mode = http needs dingtalk.callback_token, dingtalk.callback_aes_key "
             "and dingtalk.app_key (or dingtalk.callback_owner_key)"
         )
-    return callback_route(
-        sink,
-        token=config.callback_token.get_secret_value(),
-        aes_key=config.callback_aes_key.get_secret_value(),
-        owner_key=owner,
-    )
+    try:
+        return callback_route(
+            sink,
+            token=config.callback_token.get_secret_value(),
+            aes_key=config.callback_aes_key.get_secret_value(),
+            owner_key=owner,
+        )
+    except BadKey as exc:  # DingTalk's 900004: fail at startup, not on the first push
+        raise CallbackKeysMissing(f"dingtalk.callback_aes_key: {exc}") from None
 
 
 CALLBACK = web.AppKey("dingtalk_callback", DingTalkCallback)

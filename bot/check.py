@@ -14,6 +14,7 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from approvals.models import DocType
 from bot.settings import (
     ENVIRONMENT,
     KeyPath,
@@ -25,6 +26,7 @@ from bot.settings import (
     env_var,
     load_settings,
 )
+from cards.forms import DEFAULT_LABELS, unknown_fields
 
 DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 NATIVE_SECRETS = {"kingdee": "app_secret", "odoo": "api_key", "erpnext": "api_secret"}
@@ -141,6 +143,13 @@ def _semantic(s: Settings, found: _Findings) -> list[Problem]:
             state = "is empty" if not code else f"is still the placeholder {code!r}"
             fix = f"set it to the process code of the DingTalk approval template for {doc}"
             found.at(("approvals", doc, "process_code"), f"process code {state}", fix)
+        for key in unknown_fields(DocType(doc), getattr(s.approvals, doc)):
+            known = ", ".join(sorted(DEFAULT_LABELS[doc]))
+            found.at(
+                ("approvals", doc, "fields", key),
+                f"{key!r} is not a form field of a {doc}",
+                f"use one of: {known}",
+            )
     _check_database(s.database.url, found)
     for erp_user, user_id in s.users.items():
         if not user_id.strip():

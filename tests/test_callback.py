@@ -237,4 +237,7 @@ async def test_the_factory_refuses_missing_or_illegal_keys(tmp_path: Path) -> No
     assert isinstance(callback.from_config(sink, owned), callback.DingTalkCallback)
     with pytest.raises(BadKey):
         callback.callback_route(sink, token=TOKEN, aes_key="short", owner_key=OWNER)
+    bad_key = CONFIG.model_copy(update={"callback_aes_key": SecretStr("x" * 42 + "!")})
+    with pytest.raises(callback.CallbackKeysMissing, match="callback_aes_key"):
+        callback.from_config(sink, bad_key)
     await db.dispose()

@@ -183,3 +183,13 @@ def test_refused_values_do_not_hide_the_semantic_checks(tmp_path: Path) -> None:
         ),
         "approvals.purchase_order.process_code",  # ... and still checked beyond it
     }  # but nothing on the adapter
+
+
+def test_unknown_form_field_keys_are_named(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "[approvals.purchase_order]\n",
+        '[approvals.purchase_order]\nfields = {supplier = "供方", suplier = "x"}\n',
+    )
+    problems = {p.key: p for p in check(write(tmp_path, text), SECRETS)}
+    assert set(problems) == {"approvals.purchase_order.fields.suplier"}
+    assert "supplier" in problems["approvals.purchase_order.fields.suplier"].fix
