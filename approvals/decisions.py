@@ -140,7 +140,10 @@ class DecisionService:
             if not await inbox.first_sighting(conn, event_key, actor, now):
                 return DecisionResult(DecisionOutcome.DUPLICATE)
             row = await repo.find_by_instance(conn, instance_id)
-            if row is None or row.state is not State.PENDING:
+            # Task events may come after the instance's own finish event: until the write-back
+            # starts, the action still joins the approvers it reports.
+            open_for_actions = (State.PENDING, State.APPROVED, State.REJECTED)
+            if row is None or row.state not in open_for_actions:
                 return DecisionResult(DecisionOutcome.IGNORED)
             actions = [*(row.approvers or []), action.model_dump(mode="json")]
             await repo.set_approvers(conn, row.approval_id, row.revision, actions, now)

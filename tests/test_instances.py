@@ -6,16 +6,23 @@ import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import func, select, text
 
+from approvals.config import IntakeConfig, PriceConfig
+from approvals.db import repo
+from approvals.db.engine import Database
 from approvals.db.tables import job, metadata, price
-from approvals.decisions import DecisionOutcome
+from approvals.decisions import DecisionOutcome, DecisionService
 from approvals.errors import Permanent, Retryable
+from approvals.intake import IntakeService
 from approvals.memory import MemoryGateway
-from approvals.ports import InstanceRequest
-from approvals.states import State
+from approvals.models import ApproverAction, DecisionReport, ErpEvent
+from approvals.ports import InstanceRequest, SystemClock
+from approvals.states import State, Trigger
 from bot.keys import DECISIONS
 from tests import dbutil
 from tests.harness import Bridge, bridge_settings, event, order, running_bridge
@@ -190,3 +197,46 @@ async def test_a_refused_submission_fails_visibly_and_can_be_retried(url: str) -
         row = await bridge.wait_state(approval_id, 1, State.PENDING)
     assert row.instance_id is not None
     assert len(gateway.instances) == 1
+
+
+async def test_an_approvers_action_heard_after_the_decision_still_reaches_the_write_back(
+    db: Database,
+) -> None:
+    clock = SystemClock()
+    intake = IntakeService(db, clock, IntakeConfig())
+    parsed = TypeAdapter[Any](ErpEvent).validate_python(
+        event("e-late", "purchase_order.submitted", order("PO-LATE"))
+    )
+    async with intake.running():
+        approval_id = (await intake.submit(parsed)).approval_id
+    assert approval_id is not None
+    async with db.write() as conn:  # what the create job does, without a job runner
+        now = clock.now()
+        assert await repo.move(conn, approval_id, 1, State.RECEIVED, Trigger.SUBMIT, now, "t")
+        moved = await repo.move(
+            conn,
+            approval_id,
+            1,
+            State.SUBMITTING,
+            Trigger.INSTANCE_CREATED,
+            now,
+            "t",
+            instance_id="inst-late",
+        )
+        assert moved
+    decisions = DecisionService(db, clock, PriceConfig())
+    finish = DecisionReport(
+        instance_id="inst-late", decision="approved", decided_at=clock.now(), event_key="fin"
+    )
+    assert (await decisions.apply(finish)).outcome is DecisionOutcome.APPLIED
+    action = ApproverAction(user_id="dt-2001", result="agree", comment="同意")
+    late = await decisions.record_action("inst-late", action, "task-after-finish")
+    assert late.outcome is DecisionOutcome.APPLIED
+    async with db.read() as conn:
+        decided = await repo.get_revision(conn, approval_id, 1)
+    assert decided is not None and decided.state is State.APPROVED
+    assert decided.approvers == [action.model_dump(mode="json")]
+    async with db.write() as conn:  # once the write-back started, it is too late
+        await repo.move(conn, approval_id, 1, State.APPROVED, Trigger.WRITE_BACK, clock.now(), "t")
+    too_late = await decisions.record_action("inst-late", action, "another-task")
+    assert too_late.outcome is DecisionOutcome.IGNORED
