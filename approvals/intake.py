@@ -99,6 +99,10 @@ class IntakeService:
         except (DBAPIError, OSError) as exc:
             log.warning("intake: %d events not stored: %s", len(live), exc)
             results = [StorageUnavailable(f"storage unavailable: {type(exc).__name__}")] * len(live)
+        except Exception:
+            # A bug must not kill the one writer task: every later event would wait forever.
+            log.exception("intake: %d events not stored after an unexpected error", len(live))
+            results = [StorageUnavailable("internal error; nothing stored")] * len(live)
         if any(isinstance(r, IntakeResult) for r in results):
             self._on_commit()
         for (_, fut), result in zip(live, results, strict=True):
