@@ -15,104 +15,56 @@ BANNED_RETRY_AFTER_S = 300.0
 
 
 class DingTalkError(BridgeError):
-    """Anything the DingTalk client raises: which API, DingTalk's code, HTTP status, request id."""
+    """Anything the DingTalk client raises: which API, DingTalk's code, HTTP status, request id.
 
-    api: str = ""
-    code: str | None = None
-    status: int | None = None
-    request_id: str | None = None
+    Subclasses list it first among their bases, so this one constructor serves them all and
+    hands `retry_after` on to the core's `Retryable` where the error is one.
+    """
 
-    def _describe(
-        self, api: str, code: str | None, status: int | None, request_id: str | None
+    default_retry_after: float | None = None
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        api: str = "",
+        code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
     ) -> None:
+        if isinstance(self, Retryable):
+            wait = self.default_retry_after if retry_after is None else retry_after
+            Retryable.__init__(self, message, wait)
+        else:
+            BridgeError.__init__(self, message)
         self.api, self.code, self.status, self.request_id = api, code, status, request_id
 
 
-class DingTalkAuthError(Permanent, DingTalkError):
+class DingTalkAuthError(DingTalkError, Permanent):
     """The app cannot authenticate (wrong key or secret, missing permission, IP not allowed)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        api: str = "",
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self._describe(api, code, status, request_id)
 
-
-class DingTalkBadRequest(Permanent, DingTalkError):
+class DingTalkBadRequest(DingTalkError, Permanent):
     """DingTalk refused the request itself (a 4xx with a `code`, or `success: false`)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        api: str = "",
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self._describe(api, code, status, request_id)
 
 
 class SessionExpired(DingTalkBadRequest):
     """A robot message's sessionWebhook is gone (errcode 300001, spec section 5.6)."""
 
 
-class DingTalkThrottled(Throttled, DingTalkError):
+class DingTalkThrottled(DingTalkError, Throttled):
     """DingTalk still says slow down after the client's own waits: a wait, not a failure."""
 
-    def __init__(
-        self,
-        message: str,
-        retry_after: float | None = None,
-        *,
-        api: str = "",
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, retry_after)
-        self._describe(api, code, status, request_id)
 
-
-class QuotaExhausted(Retryable, DingTalkError):
+class QuotaExhausted(DingTalkError, Retryable):
     """The organisation's monthly call quota is spent (403 ApiCountLimitForOrg, old 90020)."""
 
-    def __init__(
-        self,
-        message: str,
-        retry_after: float | None = QUOTA_RETRY_AFTER_S,
-        *,
-        api: str = "",
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, retry_after)
-        self._describe(api, code, status, request_id)
+    default_retry_after = QUOTA_RETRY_AFTER_S
 
 
-class DingTalkUnavailable(Retryable, DingTalkError):
+class DingTalkUnavailable(DingTalkError, Retryable):
     """DingTalk could not be reached or failed on its side (5xx, timeout, refused connection)."""
-
-    def __init__(
-        self,
-        message: str,
-        retry_after: float | None = None,
-        *,
-        api: str = "",
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, retry_after)
-        self._describe(api, code, status, request_id)
 
 
 class Outcome(Enum):
