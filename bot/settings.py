@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from approvals import config as core
@@ -66,6 +66,48 @@ class DingTalkConfig(core.CoreModel):
     """Replace a stream connection that has carried no frame (not even a ping) for this long."""
 
 
+class DashboardConfig(core.CoreModel):
+    """`[dashboard]`: who may read the dashboard (`/`); without credentials it stays closed."""
+
+    token: SecretStr | None = None
+    """A bearer token (`Authorization: Bearer ...`). **Environment only.**"""
+    username: str = ""
+    password: SecretStr | None = None
+    """With `username`, HTTP basic auth. **Environment only.**"""
+
+
+def _clock_time(value: str) -> str:
+    """Accept HH:MM (24-hour)."""
+    try:
+        hours, minutes = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise ValueError("must be HH:MM, e.g. 09:00") from None
+    if not (0 <= hours < 24 and 0 <= minutes < 60):
+        raise ValueError("must be HH:MM, e.g. 09:00")
+    return f"{hours:02d}:{minutes:02d}"
+
+
+ClockTime = Annotated[str, AfterValidator(_clock_time)]
+
+
+class ReminderConfig(core.CoreModel):
+    """`[reminders]`: nudging approvers, escalating to admins, and the daily digest."""
+
+    enabled: bool = True
+    remind_after_h: Annotated[float, Field(gt=0, le=24 * 30)] = 4.0
+    """Working hours an approval may wait before its approvers get a reminder."""
+    escalate_after_h: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
+    """Working hours before it is escalated to the admins (or `escalation_conversation`)."""
+    working_days: list[Annotated[int, Field(ge=1, le=7)]] = Field(default=[1, 2, 3, 4, 5])
+    """ISO weekdays that count (1 = Monday)."""
+    work_start: ClockTime = "09:00"
+    work_end: ClockTime = "18:00"
+    escalation_conversation: str | None = None
+    """A group's openConversationId to escalate to, instead of messaging each admin."""
+    digest_at: ClockTime = "09:00"
+    """When admins get the daily digest of what is overdue (in `timezone`)."""
+
+
 class LogConfig(core.CoreModel):
     """`[log]`: log level and line format."""
 
@@ -92,6 +134,8 @@ class Settings(core.CoreModel):
     intake: core.IntakeConfig = core.IntakeConfig()
     users: dict[str, str] = Field(default_factory=dict)
     log: LogConfig = LogConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    reminders: ReminderConfig = ReminderConfig()
     timezone: str = "Asia/Shanghai"
 
     @field_validator("timezone")

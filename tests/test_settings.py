@@ -269,6 +269,8 @@ def test_secret_in_file_is_reported_and_not_used(tmp_path: Path) -> None:
 
 def test_every_secret_is_env_only() -> None:
     assert {".".join(p) for p in SECRET_PATHS} == {
+        "dashboard.token",
+        "dashboard.password",
         "dingtalk.app_secret",
         "dingtalk.callback_token",
         "dingtalk.callback_aes_key",
