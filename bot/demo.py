@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -205,5 +206,13 @@ async def _keep_running(bridge_url: str, sandbox_url: str, erp_url: str) -> None
     )
     print(f"reference ERP:    {erp_url}/ref/orders  (control API under /ref/)", flush=True)
     print("press Ctrl-C to stop", flush=True)
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        await asyncio.Event().wait()
+    # Wait for the signal ourselves, so that everything above is torn down in order.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
