@@ -197,21 +197,17 @@ async def _demo(folder: Path, tl: Timeline, keep_running: bool) -> int:
 
 
 async def _keep_running(bridge_url: str, sandbox_url: str, erp_url: str) -> None:
-    print(
-        f"\nbridge:           {bridge_url}  (POST /erp/events, GET /healthz, /readyz)", flush=True
-    )
-    print(
-        f"DingTalk sandbox: {sandbox_url}/sandbox/  (approve or reject pending instances)",
-        flush=True,
-    )
-    print(f"reference ERP:    {erp_url}/ref/orders  (control API under /ref/)", flush=True)
-    print("press Ctrl-C to stop", flush=True)
-    # Wait for the signal ourselves, so that everything above is torn down in order.
+    # Wait for the signal ourselves, so that everything above is torn down in order; the
+    # handlers go in before the prompt, so an early Ctrl-C is handled the same way.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        print(f"\nbridge:           {bridge_url}  (POST /erp/events, GET /healthz, /readyz)")
+        print(f"DingTalk sandbox: {sandbox_url}/sandbox/  (approve or reject pending instances)")
+        print(f"reference ERP:    {erp_url}/ref/orders  (control API under /ref/)")
+        print("press Ctrl-C to stop", flush=True)
         await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

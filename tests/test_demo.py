@@ -109,3 +109,31 @@ def test_demo_timeline_shows_each_step_in_order(demo: subprocess.CompletedProces
     assert len(requisitions) == 1
     assert re.search(r"PR-\d+ raised: 200 × M-003 for WH1 ✓", requisitions[0])
     first(t, r"6 approval instances raised, 2 withdrawn")
+
+
+def test_keep_running_prints_the_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPROVAL_BRIDGE")}
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
+    with subprocess.Popen(
+        [*command, "demo", "--keep-running"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    ) as process:
+        assert process.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 90
+        for line in process.stdout:
+            seen.append(line)
+            if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
+                break
+        assert any("/sandbox/" in line for line in seen), "".join(seen)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
