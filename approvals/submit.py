@@ -190,11 +190,12 @@ class TerminateHandler:
             row = await repo.get_revision(conn, job.approval_id, job.revision)
         if row is None or row.instance_id is None:
             return False
-        reason = (
+        default = (
             "superseded by a newer revision"
             if row.state is State.SUPERSEDED
             else "cancelled in the ERP"
         )
+        reason = str(job.payload.get("reason") or default)
         await self._gateway.terminate_instance(row.instance_id, reason)
         return False
 

@@ -30,8 +30,10 @@ from approvals.submit import CreateInstanceHandler, TerminateHandler
 from approvals.writeback import WRITE_BACK, WriteBackHandler
 from bot import callback, dingtalk
 from bot import web as routes
+from bot.chat import ChatResponder
 from bot.events import ChatHandler, EventSink
 from bot.keys import (
+    CLIENT,
     DATABASE,
     DECISIONS,
     HTTP_SESSION,
@@ -96,6 +98,11 @@ def create_app(
     routes.add_routes(app)
     if settings.dingtalk.mode == "http":
         callback.add_route(app)
+    if chat is None and ports is None and settings.dingtalk.mode == "stream":
+        # Robot messages arrive over the stream; the responder finds the services at call time.
+        chat = ChatResponder.for_app(
+            app, settings, clock=clock, renderer=renderer, client_key=CLIENT
+        )
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database.from_config(settings.database)
@@ -121,6 +128,7 @@ def create_app(
         async with dingtalk.connect(settings, app[DATABASE], app[HTTP_SESSION], renderer) as side:
             app[PORTS] = Ports(side.gateway, side.notifier, directory=side.gateway)
             app[METER] = side.meter
+            app[CLIENT] = side.client
             yield
 
     async def services(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from approvals.jobs import JobRunner
 from approvals.reconcile import Reconciler
 from bot.events import EventSink
 from bot.meter import CallMeter
+from bot.openapi import DingTalkClient
 from bot.stream import StreamIntake
 from erp_adapter.webhooks import ErpWebhook
 
@@ -25,3 +26,4 @@ SINK = web.AppKey("event_sink", EventSink)
 STREAM = web.AppKey("stream", StreamIntake)
 METER = web.AppKey("meter", CallMeter)
 RECONCILER = web.AppKey("reconciler", Reconciler)
+CLIENT = web.AppKey("dingtalk_client", DingTalkClient)
