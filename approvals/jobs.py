@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
@@ -41,6 +41,10 @@ class JobHandler(Protocol):
         ...
 
 
+JobObserver = Callable[[JobRow, str], None]
+"""Told how each run ended: `done`, `retry` or `parked` (metrics); must not block or raise."""
+
+
 def backoff(attempt: int, config: JobConfig, rng: random.Random) -> float:
     """Seconds before try `attempt + 1`: exponential, capped, with 'equal jitter'."""
     ceiling: float = min(
@@ -59,8 +63,11 @@ class JobRunner:
         config: JobConfig,
         handlers: Mapping[str, JobHandler],
         rng: random.Random | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self._db = db
+        self.observer = observer
+        """Observer hook (metrics), given by the composition root."""
         self._clock = clock
         self._config = config
         self._handlers = dict(handlers)
@@ -145,30 +152,39 @@ class JobRunner:
             log.warning("jobs: %s job %d: cannot record its outcome: %s", job.kind, job.id, exc)
 
     async def _attempt(self, job: JobRow) -> None:
+        outcome = await self._outcome(job)
+        # Observer hook (metrics): told once the run's outcome is recorded.
+        if self.observer is not None:
+            try:
+                self.observer(job, outcome)
+            except Exception:
+                log.exception("jobs: the observer failed")
+
+    async def _outcome(self, job: JobRow) -> str:
+        """Run the job and record what happened: `done`, `retry` or `parked`."""
         handler = self._handlers.get(job.kind)
         if handler is None:
             await self._park(job, None, f"no handler for job kind {job.kind!r}")
-            return
+            return "parked"
         try:
             finished = await handler.run(job)
         except Permanent as exc:
             await self._park(job, handler, f"{type(exc).__name__}: {exc}")
-            return
+            return "parked"
         except Retryable as exc:
-            await self._retry(job, handler, exc)
-            return
+            return await self._retry(job, handler, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # A bug or an unclassified failure: retried like a transient one, and logged loudly.
             log.exception("jobs: %s job %d failed unexpectedly", job.kind, job.id)
-            await self._retry(job, handler, Retryable(f"{type(exc).__name__}: {exc}"))
-            return
+            return await self._retry(job, handler, Retryable(f"{type(exc).__name__}: {exc}"))
         if not finished:
             async with self._db.write() as conn:
                 await job_repo.finish(conn, job.id)
+        return "done"
 
-    async def _retry(self, job: JobRow, handler: JobHandler, exc: Retryable) -> None:
+    async def _retry(self, job: JobRow, handler: JobHandler, exc: Retryable) -> str:
         now = self._clock.now()
         delay = backoff(job.attempts, self._config, self._rng)
         if exc.retry_after is not None:
@@ -181,7 +197,7 @@ class JobRunner:
             await self._park(
                 job, handler, f"deadline passed after {job.attempts} attempts; last: {error}"
             )
-            return
+            return "parked"
         level = logging.DEBUG if isinstance(exc, Throttled) else logging.INFO
         log.log(
             level,
@@ -194,6 +210,7 @@ class JobRunner:
         )
         async with self._db.write() as conn:
             await job_repo.reschedule(conn, job.id, at, error, now)
+        return "retry"
 
     async def _park(self, job: JobRow, handler: JobHandler | None, error: str) -> None:
         log.warning("jobs: %s job %d parked: %s", job.kind, job.id, error)

@@ -28,7 +28,8 @@ from approvals.reconcile import Reconciler
 from approvals.rules import CREATE_INSTANCE, TERMINATE_INSTANCE
 from approvals.submit import CreateInstanceHandler, TerminateHandler
 from approvals.writeback import WRITE_BACK, WriteBackHandler
-from bot import callback, dingtalk
+from bot import callback, dashboard, dingtalk
+from bot import metrics as metrics_routes
 from bot import web as routes
 from bot.chat import ChatResponder
 from bot.events import ChatHandler, EventSink
@@ -45,6 +46,7 @@ from bot.keys import (
     STREAM,
     WEBHOOK,
 )
+from bot.metrics import Metrics
 from bot.scheduler import Scheduler
 from bot.settings import Settings
 from cards.renderer import Renderer
@@ -96,6 +98,9 @@ def create_app(
         middlewares=[routes.errors], client_max_size=settings.erp.max_body_bytes + 1
     )
     routes.add_routes(app)
+    metrics = Metrics(clock)
+    metrics_routes.add_routes(app, metrics)
+    dashboard.add_routes(app, settings, renderer, clock)
     if settings.dingtalk.mode == "http":
         callback.add_route(app)
     if chat is None and ports is None and settings.dingtalk.mode == "stream":
@@ -150,7 +155,7 @@ def create_app(
             ),
             NOTIFY: NotifyHandler(chosen.notifier, dingtalk_deadline),
         }
-        runner = JobRunner(db, clock, jobs, handlers)
+        runner = JobRunner(db, clock, jobs, handlers, observer=metrics.job_done)
         intake = IntakeService(db, clock, settings.intake, on_commit=runner.wake)
         decisions = DecisionService(db, clock, settings.prices, on_commit=runner.wake)
         sink = EventSink(decisions, clock)
@@ -159,7 +164,11 @@ def create_app(
         app[DECISIONS] = decisions
         app[SINK] = sink
         app[WEBHOOK] = ErpWebhook(
-            intake, secret_bytes, settings.erp.timestamp_tolerance_s, settings.erp.max_body_bytes
+            intake,
+            secret_bytes,
+            settings.erp.timestamp_tolerance_s,
+            settings.erp.max_body_bytes,
+            observer=metrics.erp_event,
         )
         if settings.dingtalk.mode == "http":
             try:

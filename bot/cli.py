@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure("WARNING")
         return asyncio.run(run_demo(keep_running=args.keep_running))
     settings = load_or_exit(args.config)
-    logs.configure(settings.log.level, settings.log.format)
+    logs.configure_from(settings)
     if args.command == "db":
         return asyncio.run(_db_upgrade(settings))
     if args.command == "prices":

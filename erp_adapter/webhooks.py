@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
@@ -22,16 +22,26 @@ log = logging.getLogger(__name__)
 _EVENT = TypeAdapter[Event](ErpEvent)
 _STATUS = {Outcome.ACCEPTED: 202, Outcome.DUPLICATE: 200}
 
+WebhookObserver = Callable[[str, str], None]
+"""Told (event type or `unknown`, outcome) of each delivery answered; must not block or raise."""
 
-def _answer(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
+
+class _Answer(NamedTuple):
+    """A reply, and what the observer is told: the event's type once its body parsed."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] | None = None
+    event_type: str = "unknown"
+
+    def response(self) -> web.Response:
+        """The JSON reply."""
+        return web.Response(
+            status=self.status,
+            body=json.dumps(self.body, ensure_ascii=False).encode(),
+            content_type="application/json",
+            headers=self.headers,
+        )
 
 
 def _details(error: ValidationError) -> list[dict[str, Any]]:
@@ -71,7 +81,10 @@ class ErpWebhook:
         tolerance_s: int,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
+        observer: WebhookObserver | None = None,
     ) -> None:
+        self.observer = observer
+        """Observer hook (metrics), given by the composition root."""
         self._intake = intake
         self._secret = secret
         self._tolerance_s = tolerance_s
@@ -80,16 +93,26 @@ class ErpWebhook:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer one delivery; every input, however malformed, gets a JSON 4xx, never a 500."""
+        answer = await self._handle(request)
+        # Observer hook (metrics): the event's type and the answer's `status` or `error` code.
+        if self.observer is not None:
+            try:
+                self.observer(answer.event_type, answer.body.get("error") or answer.body["status"])
+            except Exception:
+                log.exception("erp webhook: the observer failed")
+        return answer.response()
+
+    async def _handle(self, request: web.Request) -> _Answer:
         if request.content_length is not None and request.content_length > self._max_body:
-            return _answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
+            return _Answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
         if request.content_type != "application/json":
-            return _answer(415, {"error": "unsupported_media_type"})
+            return _Answer(415, {"error": "unsupported_media_type"})
         body = await _read_body(request, self._max_body)
         if body is None:
-            return _answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
+            return _Answer(413, {"error": "payload_too_large"}, {"Connection": "close"})
         if self._secret is None:
             # Without a secret no request can be authentic; `check` reports the missing key.
-            return _answer(401, {"error": "bad_signature"})
+            return _Answer(401, {"error": "bad_signature"})
         problem = verify(
             self._secret,
             request.headers.get(TIMESTAMP_HEADER),
@@ -100,20 +123,22 @@ class ErpWebhook:
         )
         if problem is not None:
             log.info("erp webhook refused from %s: %s", request.remote, problem.value)
-            return _answer(401, {"error": problem.value})
+            return _Answer(401, {"error": problem.value})
         try:
             event = _EVENT.validate_json(body)
         except ValidationError as exc:
-            return _answer(400, {"error": "invalid_payload", "details": _details(exc)})
+            return _Answer(400, {"error": "invalid_payload", "details": _details(exc)})
         try:
             result = await self._intake.submit(event)
-        except Overloaded as exc:
-            return _answer(503, {"error": "overloaded"}, {"Retry-After": str(exc.retry_after)})
-        except StorageUnavailable as exc:
-            return _answer(503, {"error": "overloaded"}, {"Retry-After": str(exc.retry_after)})
+        except (Overloaded, StorageUnavailable) as exc:
+            retry = {"Retry-After": str(exc.retry_after)}
+            return _Answer(503, {"error": "overloaded"}, retry, event.type)
         if result.outcome is Outcome.STALE_REVISION:
-            return _answer(409, {"error": "stale_revision", "approval_id": result.approval_id})
-        return _answer(
+            stale = {"error": "stale_revision", "approval_id": result.approval_id}
+            return _Answer(409, stale, None, event.type)
+        return _Answer(
             _STATUS[result.outcome],
             {"status": result.outcome.value, "approval_id": result.approval_id},
+            None,
+            event.type,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,9 @@ from approvals.db.tables import approval, audit, erp_event, revision
 from approvals.models import DocType
 from approvals.rules import DocView, Effect, EnqueueJob, Move, NewApproval, NewRevision, Note
 from approvals.states import OPEN_STATES, State, transition
+
+# One line per state transition (with approval id and document number), for operators.
+transitions = logging.getLogger("approvals.transitions")
 
 
 @dataclass(frozen=True)
@@ -198,16 +202,22 @@ async def move(
 ) -> bool:
     """Compare-and-set a revision's state by a trigger; False when it was no longer `from_state`."""
     to_state = transition(from_state, trigger)
-    result = await conn.execute(
-        update(revision)
-        .where(
-            revision.c.approval_id == approval_id,
-            revision.c.revision == rev,
-            revision.c.state == from_state.value,
+    # RETURNING the document number (a primary-key lookup) names it in the transition log line
+    # without a second round trip; no row back means the compare-and-set lost.
+    doc_no = select(approval.c.doc_no).where(approval.c.id == approval_id).scalar_subquery()
+    moved = (
+        await conn.execute(
+            update(revision)
+            .where(
+                revision.c.approval_id == approval_id,
+                revision.c.revision == rev,
+                revision.c.state == from_state.value,
+            )
+            .values(state=to_state.value, updated_at=now, **fields)
+            .returning(doc_no)
         )
-        .values(state=to_state.value, updated_at=now, **fields)
-    )
-    if result.rowcount != 1:
+    ).first()
+    if moved is None:
         return False
     if from_state in OPEN_STATES and to_state not in OPEN_STATES:
         # The need is no longer open: a later below-safety event raises a new approval.
@@ -220,7 +230,37 @@ async def move(
     await append_audit(
         conn, [audit_row(approval_id, rev, now, actor, action, from_state, to_state, detail)]
     )
+    _log_transition(approval_id, moved[0], rev, from_state, to_state, action, actor)
     return True
+
+
+_LINE = (
+    "%(doc_no)s r%(revision)d (approval %(approval_id)s): "
+    "%(from_state)s -> %(to_state)s [%(trigger)s by %(actor)s]"
+)
+
+
+def _log_transition(
+    approval_id: str,
+    doc_no: str | None,
+    rev: int,
+    from_state: str,
+    to_state: str,
+    action: str,
+    actor: str,
+) -> None:
+    """The transition's log line, written inside its transaction (the audit row is the record)."""
+    if transitions.isEnabledFor(logging.INFO):
+        fields = {
+            "approval_id": approval_id,
+            "doc_no": doc_no,
+            "revision": rev,
+            "from_state": from_state,
+            "to_state": to_state,
+            "trigger": action,
+            "actor": actor,
+        }
+        transitions.info(_LINE, fields, extra=fields)
 
 
 class _Writes:
