@@ -35,14 +35,31 @@ FAULT_NAMES = {
 LIMIT_NAMES = {"qps": "qps", "monthlyQuota": "monthly_quota"}
 
 
+def table_rows(value: str) -> list[list[dict[str, Any]]] | None:
+    """A table (detail) field's value as rows of cells, as DingTalk shows it; None otherwise."""
+    if not value.startswith("[["):
+        return None
+    try:
+        rows = json.loads(value)
+    except ValueError:
+        return None
+    cells_ok = all(
+        isinstance(row, list) and all(isinstance(c, dict) and "name" in c for c in row)
+        for row in rows
+    )
+    return rows if isinstance(rows, list) and cells_ok else None
+
+
 def templates() -> jinja2.Environment:
     """The page's templates: packaged, autoescaped, compiled once (no auto_reload)."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("bot.sandbox", "templates"),
         autoescape=True,
         auto_reload=False,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["table_rows"] = table_rows
+    return env
 
 
 def faults_json(core: SandboxCore) -> dict[str, Any]:
