@@ -15,6 +15,7 @@ from approvals.db.repo import RevisionRow
 from approvals.errors import Conflict
 from approvals.models import ApproverAction, Decision, DocType, StockAlert
 from approvals.notices import enqueue_notice
+from approvals.outcomes import enqueue_outcome
 from approvals.ports import Clock, ErpWriteBack, Notice, WriteBack
 from approvals.states import State, Trigger
 
@@ -117,6 +118,7 @@ class WriteBackHandler:
                     "the decision was not applied (stale). Submit the document again."
                 )
                 await enqueue_notice(conn, Notice("stale", text, row.approval_id, row.doc_no), now)
+            await enqueue_outcome(conn, row, now)
             await job_repo.finish(conn, job.id)
 
     async def parked(self, conn: AsyncConnection, job: JobRow, error: str) -> None:

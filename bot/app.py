@@ -25,6 +25,7 @@ from approvals.ports import (
     SystemClock,
 )
 from approvals.reconcile import Reconciler
+from approvals.reminders import REMIND, ReminderService
 from approvals.rules import CREATE_INSTANCE, TERMINATE_INSTANCE
 from approvals.submit import CreateInstanceHandler, TerminateHandler
 from approvals.writeback import WRITE_BACK, WriteBackHandler
@@ -47,6 +48,8 @@ from bot.keys import (
     WEBHOOK,
 )
 from bot.metrics import Metrics
+from bot.notify import BudgetAlert
+from bot.reminders import ReminderSender, reminder_policy, schedule_reminders
 from bot.scheduler import Scheduler
 from bot.settings import Settings
 from cards.renderer import Renderer
@@ -155,6 +158,21 @@ def create_app(
             ),
             NOTIFY: NotifyHandler(chosen.notifier, dingtalk_deadline),
         }
+        client = app.get(CLIENT)
+        if client is not None:
+            handlers[REMIND] = ReminderSender(
+                db,
+                clock,
+                client,
+                renderer,
+                reminder_policy(settings),
+                admins=settings.dingtalk.admins,
+                conversation=settings.reminders.escalation_conversation,
+                prices=settings.prices,
+                api_base=settings.dingtalk.api_base,
+                used_fraction=app[METER].used_fraction,
+                deadline=dingtalk_deadline,
+            )
         runner = JobRunner(db, clock, jobs, handlers, observer=metrics.job_done)
         intake = IntakeService(db, clock, settings.intake, on_commit=runner.wake)
         decisions = DecisionService(db, clock, settings.prices, on_commit=runner.wake)
@@ -182,6 +200,10 @@ def create_app(
                 app[STREAM] = await stack.enter_async_context(
                     dingtalk.stream(settings, app[HTTP_SESSION], sink, chat)
                 )
+            if METER in app:
+                alert = await stack.enter_async_context(BudgetAlert(db, clock, runner.wake))
+                alert.watch(app[METER])
+            scheduler = Scheduler(db, settings.timezone)
             if chosen.directory is not None:
                 reconciler = Reconciler(
                     db,
@@ -192,14 +214,18 @@ def create_app(
                     dt.timedelta(minutes=settings.dingtalk.sweep_interval_min),
                 )
                 app[RECONCILER] = reconciler
-                scheduler = Scheduler(db, settings.timezone)
                 scheduler.every(
                     "reconcile",
                     settings.dingtalk.reconcile_interval_min,
                     _reconcile_tick(app, reconciler),
                     run_now=True,
                 )
-                await stack.enter_async_context(scheduler.running())
+            if REMIND in handlers and settings.reminders.enabled:
+                policy = reminder_policy(settings)
+                used = app[METER].used_fraction
+                reminders = ReminderService(db, clock, policy, used, on_commit=runner.wake)
+                schedule_reminders(scheduler, reminders)
+            await stack.enter_async_context(scheduler.running())
             yield
 
     app.cleanup_ctx.extend([database, http_session, approval_system, services])

@@ -68,7 +68,9 @@ async def connect(
             agent_id=config.agent_id,
             renderer=renderer,
         )
-        notifier = DingTalkNotifier(client, config.admins, renderer)
+        notifier = DingTalkNotifier(
+            client, config.admins, renderer, users=settings.users, used_fraction=meter.used_fraction
+        )
         yield DingTalkSide(client, meter, gateway, notifier)
 
 

@@ -98,7 +98,9 @@ class ReminderConfig(core.CoreModel):
     """Working hours an approval may wait before its approvers get a reminder."""
     escalate_after_h: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
     """Working hours before it is escalated to the admins (or `escalation_conversation`)."""
-    working_days: list[Annotated[int, Field(ge=1, le=7)]] = Field(default=[1, 2, 3, 4, 5])
+    working_days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        default=[1, 2, 3, 4, 5], min_length=1
+    )
     """ISO weekdays that count (1 = Monday)."""
     work_start: ClockTime = "09:00"
     work_end: ClockTime = "18:00"

@@ -139,6 +139,11 @@ def kinds(notices: list[Notice]) -> list[str]:
     return [n.kind for n in notices]
 
 
+def admin_notices(bridge: Bridge) -> list[Notice]:
+    """Notices for admins; the buyer's `outcome` notice is covered by test_notify."""
+    return [n for n in bridge.notifier.notices if n.kind != "outcome"]
+
+
 # --------------------------------------------------------------------------------------------
 # outcomes
 
@@ -153,7 +158,7 @@ async def test_2xx_is_done_and_erp_ref_kept(db_url: str, decision: str) -> None:
         done = await bridge.wait_state(approval_id, 1, State.DONE)
         await settle(bridge)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
         jobs = await open_jobs(bridge, approval_id)
     ordered = erp.order("PO-WB-OK")
     assert ordered.status == decision
@@ -182,10 +187,10 @@ async def test_409_is_stale_with_one_notice_and_no_retry(db_url: str) -> None:
         assert row.instance_id is not None
         await bridge.decide(row.instance_id, "approved")
         stale = await bridge.wait_state(approval_id, 1, State.STALE)
-        await wait_for("the stale notice", lambda: len(bridge.notifier.notices) >= 1)
+        await wait_for("the stale notice", lambda: len(admin_notices(bridge)) >= 1)
         await settle(bridge)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
         jobs = await open_jobs(bridge, approval_id)
     assert len(records) == 1, "a 409 must not be retried"
     assert_one_key_one_decision(records, approval_id, 1, "approved")
@@ -212,11 +217,11 @@ async def test_order_changed_in_erp_while_retrying_is_stale(db_url: str) -> None
         await bridge.wait_state(approval_id, 2, State.PENDING)
         erp.set_fault("ok")
         stale = await bridge.wait_state(approval_id, 1, State.STALE)
-        await wait_for("the stale notice", lambda: len(bridge.notifier.notices) >= 1)
+        await wait_for("the stale notice", lambda: len(admin_notices(bridge)) >= 1)
         await settle(bridge)
         second = await bridge.revision(approval_id, 2)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
     assert_one_key_one_decision(records, approval_id, 1, "approved")
     assert [r.status for r in records[:-1]] == [503] * (len(records) - 1)
     assert (records[-1].status, records[-1].outcome) == (409, "applied")
@@ -234,10 +239,10 @@ async def test_400_is_failed_with_notice_and_no_retry(db_url: str) -> None:
         assert row.instance_id is not None
         await bridge.decide(row.instance_id, "rejected")
         failed = await bridge.wait_state(approval_id, 1, State.FAILED)
-        await wait_for("the failure notice", lambda: len(bridge.notifier.notices) >= 1)
+        await wait_for("the failure notice", lambda: len(admin_notices(bridge)) >= 1)
         await settle(bridge)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
     assert len(records) == 1, "a 400 must not be retried"
     assert_one_key_one_decision(records, approval_id, 1, "rejected")
     assert records[0].status == 400
@@ -257,7 +262,7 @@ async def test_500s_are_retried_until_done(db_url: str) -> None:
         done = await bridge.wait_state(approval_id, 1, State.DONE)
         await settle(bridge)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
         jobs = await open_jobs(bridge, approval_id)
     assert [r.status for r in records] == [500, 500, 500, 200]
     assert [r.outcome for r in records] == ["fault", "fault", "fault", "applied"]
@@ -278,7 +283,7 @@ async def test_503_retry_after_is_honoured(db_url: str) -> None:
         await bridge.decide(row.instance_id, "approved")
         done = await bridge.wait_state(approval_id, 1, State.DONE)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
     assert [r.status for r in records] == [503, 200]
     assert_one_key_one_decision(records, approval_id, 1, "approved")
     gap = (records[1].received_at - records[0].received_at).total_seconds()
@@ -299,9 +304,9 @@ async def test_absurd_retry_after_still_ends_at_the_deadline(db_url: str) -> Non
         assert row.instance_id is not None
         await bridge.decide(row.instance_id, "approved")
         failed = await bridge.wait_state(approval_id, 1, State.FAILED, wait_s=6)
-        await wait_for("the failure notice", lambda: len(bridge.notifier.notices) >= 1)
+        await wait_for("the failure notice", lambda: len(admin_notices(bridge)) >= 1)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
     assert_one_key_one_decision(records, approval_id, 1, "approved")
     assert {r.status for r in records} == {503}
     assert failed.last_error is not None
@@ -320,7 +325,7 @@ async def test_slow_erp_past_the_timeout_is_retried(db_url: str) -> None:
         # The ERP logs a request when it has answered it: the slow one, a second after it came.
         await wait_for("the slow request to finish", lambda: len(erp.write_backs) == 2)
         records = sorted(erp.write_backs, key=lambda r: r.received_at)
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
     assert took < 1.0, f"the bridge waited {took:.2f} s for an ERP it gives 0.3 s"
     assert_one_key_one_decision(records, approval_id, 1, "approved")
     # The retry was applied first; the timed-out request, finishing later, was a replay.
@@ -346,7 +351,7 @@ async def test_erp_down_past_deadline_is_parked_then_admin_retry_is_done(db_url:
         await bridge.decide(row.instance_id, "approved")
         failed = await bridge.wait_state(approval_id, 1, State.FAILED, wait_s=15)
         parked_after = time.monotonic() - started
-        await wait_for("the failure notice", lambda: len(bridge.notifier.notices) >= 1)
+        await wait_for("the failure notice", lambda: len(admin_notices(bridge)) >= 1)
         await settle(bridge)
         async with bridge.db.read() as conn:
             attempts = (
@@ -354,7 +359,7 @@ async def test_erp_down_past_deadline_is_parked_then_admin_retry_is_done(db_url:
                     select(job.c.attempts, job.c.status).where(job.c.approval_id == approval_id)
                 )
             ).all()
-        notices_when_parked = list(bridge.notifier.notices)
+        notices_when_parked = admin_notices(bridge)
 
         await erp.start()  # the ERP is back, on the same port
         decisions = bridge.app[DECISIONS]
@@ -363,7 +368,7 @@ async def test_erp_down_past_deadline_is_parked_then_admin_retry_is_done(db_url:
         done = await bridge.wait_state(approval_id, 1, State.DONE)
         await settle(bridge)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
         jobs = await open_jobs(bridge, approval_id)
         with pytest.raises(NotFound):
             await decisions.retry("PO-WB-DOWN", actor="admin")
@@ -405,7 +410,7 @@ async def test_replenishment_raises_exactly_one_requisition(db_url: str) -> None
         done = await bridge.wait_state(approval_id, 1, State.DONE)
         await settle(bridge)
         records = erp.write_backs
-        notices = list(bridge.notifier.notices)
+        notices = admin_notices(bridge)
     assert len(records) == 1
     assert_one_key_one_decision(records, approval_id, 1, "approved")
     body = records[0].body

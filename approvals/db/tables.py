@@ -165,3 +165,16 @@ api_call = Table(
     Column("throttled", BigInteger, nullable=False, default=0),
     Column("failed", BigInteger, nullable=False, default=0),
 )
+
+# Messages that must go out once, whatever the replicas, retries and restarts: a row is inserted
+# in the transaction that enqueues its message, and the primary key refuses a second one.
+# `subject` is the approval id for reminders, escalations and outcomes (with its revision), or a
+# period for one-off messages: `digest:2026-11-25` (revision 0), `budget:2026-11` (revision = %).
+reminder = Table(
+    "reminder",
+    metadata,
+    Column("subject", String(40), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("level", String(16), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,210 @@
+"""Reminders, escalations and the daily digest: decided here, each claimed once, sent as a job.
+
+A tick finds revisions that have waited too many working hours, claims each (approval, revision,
+level) in the `reminder` table and enqueues a `remind` job in the same transaction. The claim's
+primary key makes a second replica, a retry or a restart find the message taken, and the job
+makes the message itself durable. What can wait does: nothing is claimed outside working hours
+or while the month's DingTalk budget is nearly spent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from approvals.config import PriceConfig
+from approvals.db import jobs as job_repo
+from approvals.db import price_repo
+from approvals.db import reminders as reminder_repo
+from approvals.db.engine import Database
+from approvals.db.reminders import ClaimKey, Waiting
+from approvals.db.repo import RevisionRow
+from approvals.models import DocType, PurchaseOrder, StockAlert
+from approvals.ports import Clock, InstanceRequest
+from approvals.prices import PriceContext, price_context
+from approvals.workhours import WorkingHours
+
+log = logging.getLogger(__name__)
+
+REMIND = "remind"
+"""The job kind; its payload's `level` says which message."""
+
+
+class Level(StrEnum):
+    """Which message a claim stands for."""
+
+    REMIND = "remind"
+    """The current approvers, once the approval has waited `remind_after_h` working hours."""
+    ESCALATE = "escalate"
+    """The admins (or a group), after `escalate_after_h`."""
+    DIGEST = "digest"
+    """The admins, once a working day: what is overdue."""
+
+
+PER_APPROVAL = (Level.REMIND, Level.ESCALATE)
+"""The levels claimed per revision; the digest is claimed per day."""
+
+
+@dataclass(frozen=True)
+class ReminderPolicy:
+    """When to remind, escalate and send the digest."""
+
+    hours: WorkingHours
+    remind_after_h: float = 4.0
+    escalate_after_h: float = 24.0
+    digest_at: dt.time = dt.time(9, 0)
+    defer_at: float = 0.95
+    """Share of the month's DingTalk budget from which reminders wait."""
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick did; `skipped` says why it did nothing ("" when it ran)."""
+
+    waiting: int = 0
+    reminded: int = 0
+    escalated: int = 0
+    skipped: str = ""
+
+
+def waited_hours(item: Waiting, now: dt.datetime, policy: ReminderPolicy) -> float:
+    """Working hours a revision has waited."""
+    return policy.hours.elapsed(item.pending_since, now).total_seconds() / 3600
+
+
+def due_levels(waited_h: float, policy: ReminderPolicy) -> list[Level]:
+    """The per-approval messages due after this many working hours."""
+    levels = [Level.REMIND] if waited_h >= policy.remind_after_h else []
+    return levels + ([Level.ESCALATE] if waited_h >= policy.escalate_after_h else [])
+
+
+def item(w: Waiting, waited_h: float) -> dict[str, Any]:
+    """One approval as an escalation or digest job lists it."""
+    return {
+        "approval_id": w.approval_id,
+        "revision": w.revision,
+        "doc_no": w.doc_no,
+        "doc_type": w.doc_type.value,
+        "instance_id": w.instance_id,
+        "waited_h": round(waited_h, 1),
+    }
+
+
+class ReminderService:
+    """The scheduled entry points: `tick` (reminders, escalations) and `digest`."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        policy: ReminderPolicy,
+        used_fraction: Callable[[], float] = lambda: 0.0,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._policy = policy
+        self._used_fraction = used_fraction
+        self._on_commit = on_commit
+
+    def _deferred(self) -> bool:
+        used = self._used_fraction()
+        if used >= self._policy.defer_at:
+            log.info("reminders: deferred, %.0f%% of the DingTalk budget is used", used * 100)
+            return True
+        return False
+
+    async def tick(self, now: dt.datetime | None = None) -> TickReport:
+        """Claim and enqueue the reminders and escalations that are due."""
+        now = now or self._clock.now()
+        if not self._policy.hours.is_working(now):
+            return TickReport(skipped="outside working hours")
+        if self._deferred():
+            return TickReport(skipped="budget")
+        async with self._db.write() as conn:
+            rows = await reminder_repo.waiting(conn)
+            taken = await reminder_repo.claims_of_pending(conn)
+            wanted: dict[ClaimKey, dict[str, Any]] = {}
+            for w in rows:
+                keys = [(w.approval_id, w.revision, level.value) for level in PER_APPROVAL]
+                if all(key in taken for key in keys):
+                    continue  # nothing left to send for it: skip the working-hours sum
+                waited = waited_hours(w, now, self._policy)
+                for level in due_levels(waited, self._policy):
+                    key = (w.approval_id, w.revision, level.value)
+                    if key not in taken:
+                        wanted[key] = item(w, waited)
+            won = await reminder_repo.claim_many(conn, wanted, now)
+            reminded = [wanted[k] for k in won if k[2] == Level.REMIND]
+            escalated = [wanted[k] for k in won if k[2] == Level.ESCALATE]
+            specs: list[job_repo.JobSpec] = [
+                (REMIND, i["approval_id"], i["revision"], {"level": Level.REMIND.value, **i})
+                for i in reminded
+            ]
+            if escalated:
+                # One message for all that crossed the line in this tick: calls are metered.
+                specs.append(
+                    (REMIND, None, None, {"level": Level.ESCALATE.value, "items": escalated})
+                )
+            await job_repo.enqueue(conn, specs, now)
+        if specs:
+            self._on_commit()
+        return TickReport(len(rows), len(reminded), len(escalated))
+
+    async def digest(self, now: dt.datetime | None = None) -> int | None:
+        """Once a working day at `digest_at` or later: what is overdue; None when not sent now."""
+        now = now or self._clock.now()
+        hours = self._policy.hours
+        local = now.astimezone(hours.zone)
+        # On days off, working-hour clocks stand still: nothing became more overdue.
+        if not hours.is_working_day(now) or local.time() < self._policy.digest_at:
+            return None
+        if self._deferred():
+            return None
+        day = local.date().isoformat()
+        async with self._db.write() as conn:
+            if not await reminder_repo.claim(conn, (f"digest:{day}", 0, Level.DIGEST.value), now):
+                return None
+            rows = await reminder_repo.waiting(conn)
+            overdue = [(w, waited_hours(w, now, self._policy)) for w in rows]
+            items = [item(w, h) for w, h in overdue if h >= self._policy.remind_after_h]
+            items.sort(key=lambda i: -float(i["waited_h"]))
+            if items:
+                payload = {"level": Level.DIGEST.value, "day": day, "items": items}
+                await job_repo.enqueue(conn, [(REMIND, None, None, payload)], now)
+        if items:
+            self._on_commit()
+        return len(items)
+
+
+async def request_for(
+    db: Database, row: RevisionRow, prices: PriceConfig, now: dt.datetime
+) -> InstanceRequest:
+    """The revision as its approvers see it, price context included (for a reminder's text)."""
+    document: PurchaseOrder | StockAlert
+    contexts: tuple[PriceContext, ...] = ()
+    if row.doc_type is DocType.PURCHASE_ORDER:
+        document = PurchaseOrder.model_validate(row.document)
+        since = now - dt.timedelta(days=prices.lookback_days)
+        codes = sorted({line.material_code for line in document.lines})
+        async with db.read() as conn:
+            stats = await price_repo.load_stats(conn, codes, since)
+        pct = prices.warn_above_average_pct
+        contexts = tuple(
+            price_context(line, stats.get(line.material_code), pct) for line in document.lines
+        )
+    else:
+        document = StockAlert.model_validate(row.document)
+    return InstanceRequest(
+        approval_id=row.approval_id,
+        revision=row.revision,
+        doc_type=row.doc_type,
+        doc_no=row.doc_no,
+        document=document,
+        prices=contexts,
+        received_at=row.created_at,
+    )
