@@ -16,16 +16,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from approvals.config import PriceConfig
 from approvals.db import jobs as job_repo
-from approvals.db import price_repo
 from approvals.db import reminders as reminder_repo
 from approvals.db.engine import Database
 from approvals.db.reminders import ClaimKey, Waiting
-from approvals.db.repo import RevisionRow
-from approvals.models import DocType, PurchaseOrder, StockAlert
-from approvals.ports import Clock, InstanceRequest
-from approvals.prices import PriceContext, price_context
+from approvals.ports import Clock
 from approvals.workhours import WorkingHours
 
 log = logging.getLogger(__name__)
@@ -179,32 +174,3 @@ class ReminderService:
         if items:
             self._on_commit()
         return len(items)
-
-
-async def request_for(
-    db: Database, row: RevisionRow, prices: PriceConfig, now: dt.datetime
-) -> InstanceRequest:
-    """The revision as its approvers see it, price context included (for a reminder's text)."""
-    document: PurchaseOrder | StockAlert
-    contexts: tuple[PriceContext, ...] = ()
-    if row.doc_type is DocType.PURCHASE_ORDER:
-        document = PurchaseOrder.model_validate(row.document)
-        since = now - dt.timedelta(days=prices.lookback_days)
-        codes = sorted({line.material_code for line in document.lines})
-        async with db.read() as conn:
-            stats = await price_repo.load_stats(conn, codes, since)
-        pct = prices.warn_above_average_pct
-        contexts = tuple(
-            price_context(line, stats.get(line.material_code), pct) for line in document.lines
-        )
-    else:
-        document = StockAlert.model_validate(row.document)
-    return InstanceRequest(
-        approval_id=row.approval_id,
-        revision=row.revision,
-        doc_type=row.doc_type,
-        doc_no=row.doc_no,
-        document=document,
-        prices=contexts,
-        received_at=row.created_at,
-    )

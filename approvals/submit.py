@@ -106,32 +106,7 @@ class CreateInstanceHandler:
                 await _attach_and_terminate(conn, row, instance_id, self._clock.now(), self._prices)
 
     async def _request(self, row: RevisionRow) -> InstanceRequest:
-        document: PurchaseOrder | StockAlert
-        contexts: tuple[PriceContext, ...] = ()
-        if row.doc_type is DocType.PURCHASE_ORDER:
-            document = PurchaseOrder.model_validate(row.document)
-            contexts = await self._price_contexts(document)
-        else:
-            document = StockAlert.model_validate(row.document)
-        return InstanceRequest(
-            approval_id=row.approval_id,
-            revision=row.revision,
-            doc_type=row.doc_type,
-            doc_no=row.doc_no,
-            document=document,
-            prices=contexts,
-            received_at=row.created_at,
-        )
-
-    async def _price_contexts(self, order: PurchaseOrder) -> tuple[PriceContext, ...]:
-        since = self._clock.now() - dt.timedelta(days=self._prices.lookback_days)
-        codes = sorted({line.material_code for line in order.lines})
-        async with self._db.read() as conn:
-            stats = await price_repo.load_stats(conn, codes, since)
-        pct = self._prices.warn_above_average_pct
-        return tuple(
-            price_context(line, stats.get(line.material_code), pct) for line in order.lines
-        )
+        return await instance_request(self._db, row, self._prices, self._clock.now())
 
     async def parked(self, conn: AsyncConnection, job: JobRow, error: str) -> None:
         """The instance could not be raised: the revision fails visibly and admins are told."""
@@ -205,3 +180,32 @@ class TerminateHandler:
         await enqueue_notice(
             conn, Notice("terminate_failed", text, job.approval_id), self._clock.now()
         )
+
+
+async def instance_request(
+    db: Database, row: RevisionRow, prices: PriceConfig, now: dt.datetime
+) -> InstanceRequest:
+    """The revision as its approvers see it, with each line's price context as of `now`."""
+    document: PurchaseOrder | StockAlert
+    contexts: tuple[PriceContext, ...] = ()
+    if row.doc_type is DocType.PURCHASE_ORDER:
+        document = PurchaseOrder.model_validate(row.document)
+        since = now - dt.timedelta(days=prices.lookback_days)
+        codes = sorted({line.material_code for line in document.lines})
+        async with db.read() as conn:
+            stats = await price_repo.load_stats(conn, codes, since)
+        pct = prices.warn_above_average_pct
+        contexts = tuple(
+            price_context(line, stats.get(line.material_code), pct) for line in document.lines
+        )
+    else:
+        document = StockAlert.model_validate(row.document)
+    return InstanceRequest(
+        approval_id=row.approval_id,
+        revision=row.revision,
+        doc_type=row.doc_type,
+        doc_no=row.doc_no,
+        document=document,
+        prices=contexts,
+        received_at=row.created_at,
+    )

@@ -24,8 +24,9 @@ from approvals.db.jobs import JobRow
 from approvals.db.reminders import ClaimKey
 from approvals.models import DocType
 from approvals.ports import Clock
-from approvals.reminders import Level, ReminderPolicy, ReminderService, request_for
+from approvals.reminders import Level, ReminderPolicy, ReminderService
 from approvals.states import State
+from approvals.submit import instance_request
 from approvals.workhours import WorkingHours, parse_hhmm
 from bot.errors import DingTalkBadRequest
 from bot.openapi import DingTalkClient
@@ -170,7 +171,7 @@ class ReminderSender:
         if not to:
             log.warning("reminders: no approvers and no admins for %s", row.doc_no)
             return
-        request = await request_for(self._db, row, self._prices, self._clock.now())
+        request = await instance_request(self._db, row, self._prices, self._clock.now())
         purchase = row.doc_type is DocType.PURCHASE_ORDER
         text = self._renderer.render(
             "chat/reminder.md.j2",
