@@ -93,7 +93,7 @@ def create_app(
     """The service as an aiohttp application; every resource lives in `cleanup_ctx`.
 
     Without `ports` it talks to DingTalk as configured: OpenAPI client, stream or HTTP callbacks,
-    reconciliation. Robot messages go to `chat` (chat commands are wired by their own module).
+    reconciliation, reminders, and chat commands over the stream (or `chat`, when given).
     """
     clock = clock or SystemClock()
     renderer = Renderer()
