@@ -12,6 +12,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from approvals.config import IntakeConfig
 from approvals.db import repo
+from approvals.db.effects import apply_effects
 from approvals.db.engine import Database
 from approvals.errors import ConcurrentChange, Overloaded, StorageUnavailable
 from approvals.ids import new_id
@@ -183,7 +184,7 @@ class IntakeService:
                         "received_at": now,
                     }
                 )
-            if not await repo.apply_effects(conn, effects, now, ACTOR):
+            if not await apply_effects(conn, effects, now, ACTOR):
                 raise ConcurrentChange("a revision changed while intake was deciding")
             await repo.record_events(conn, recorded)
         return results

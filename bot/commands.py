@@ -16,6 +16,7 @@ from approvals.db.engine import Database
 from approvals.decisions import DecisionService
 from approvals.errors import NotFound
 from approvals.ports import Clock, SystemClock
+from approvals.readmodels import FailureKind
 from approvals.reconcile import Reconciler
 from approvals.rules import TERMINATE_INSTANCE
 from approvals.states import OPEN_STATES, State, Trigger
@@ -153,7 +154,7 @@ class CommandRouter:
         async with self._db.read() as conn:
             depth, oldest = await job_repo.depth(conn)
             failures = await queries.failed(conn)
-        parked = sum(f.kind is queries.FailureKind.WRITE_BACK for f in failures)
+        parked = sum(f.kind is FailureKind.WRITE_BACK for f in failures)
         meter, reconciler, stream = self._meter, self._reconciler, self._stream
         view = views.HealthView(
             now=self._clock.now(),

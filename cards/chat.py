@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from approvals.queries import FailedItem, PendingItem, StatsView, StatusView
+from approvals.readmodels import FailedItem, PendingItem, StatsView, StatusView
 from approvals.reconcile import SweepReport
 from cards.renderer import Renderer
 

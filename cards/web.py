@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from markupsafe import Markup, escape
 
 from approvals.db.meter import CallCounts
-from approvals.queries import DayCount, FailedItem, PendingItem, StatsView
+from approvals.readmodels import DayCount, FailedItem, PendingItem, StatsView
 
 PENDING_SHOWN = 200
 """Open approvals listed on the page; the rest are counted."""

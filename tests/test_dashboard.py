@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from approvals.queries import DayCount
+from approvals.readmodels import DayCount
 from bot.dashboard import Gate
 from bot.settings import DashboardConfig
 from cards.web import bar_chart

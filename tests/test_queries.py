@@ -17,7 +17,7 @@ from approvals.db import repo
 from approvals.db.engine import Database
 from approvals.db.tables import approval, revision
 from approvals.models import DocType
-from approvals.queries import FailureKind, WriteBackStatus
+from approvals.readmodels import FailureKind, WriteBackStatus
 from approvals.states import State
 from tests.harness import order, stock
 
