@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from approvals.config import IntakeConfig, PriceConfig
 from approvals.db import repo
 from approvals.db.engine import Database
-from approvals.db.tables import job, metadata, price
+from approvals.db.tables import audit, job, metadata, price
 from approvals.decisions import DecisionOutcome, DecisionService
 from approvals.errors import Permanent, Retryable
 from approvals.intake import IntakeService
@@ -156,7 +156,13 @@ async def test_the_same_decision_event_twice_is_applied_once(bridge: Bridge) -> 
     assert decided.decision == "approved"
     async with bridge.db.read() as conn:
         jobs = await conn.execute(select(func.count()).where(job.c.kind == "write_back"))
-        assert jobs.scalar_one() <= 1
+        assert jobs.scalar_one() <= 1  # one, or none once it ran
+        decided_once = await conn.execute(
+            select(func.count()).where(
+                audit.c.approval_id == approval_id, audit.c.action.in_(("approve", "reject"))
+            )
+        )
+        assert decided_once.scalar_one() == 1
 
 
 async def test_an_approved_order_teaches_its_prices(bridge: Bridge) -> None:
