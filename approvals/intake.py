@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from approvals.config import IntakeConfig
@@ -145,49 +147,54 @@ class IntakeService:
 
     async def _apply(self, events: Sequence[Event]) -> list[IntakeResult]:
         now = self._clock.now()
-        doc_nos = sorted({e.data.doc_no for e in events if not isinstance(e, StockBelowSafety)})
-        keys = sorted(
+        lock = not self._db.is_sqlite
+        return await self._db.write_sync(lambda conn: _apply_batch(conn, events, now, lock))
+
+
+def _apply_batch(
+    conn: Connection, events: Sequence[Event], now: dt.datetime, lock: bool
+) -> list[IntakeResult]:
+    """Decide and write one batch in one transaction; raises `ConcurrentChange` if a move lost."""
+    doc_nos = sorted({e.data.doc_no for e in events if not isinstance(e, StockBelowSafety)})
+    keys = sorted(
+        {
+            fold_key(e.data.material_code, e.data.warehouse)
+            for e in events
+            if isinstance(e, StockBelowSafety)
+        }
+    )
+    seen = repo.seen_events(conn, sorted({e.event_id for e in events}))
+    by_doc, by_fold = repo.load_views(conn, doc_nos, keys, lock=lock)
+    results: list[IntakeResult] = []
+    effects: list[Effect] = []
+    recorded: list[dict[str, object]] = []
+    for event in events:
+        known = seen.get(event.event_id)
+        if known is not None:
+            results.append(IntakeResult(Outcome.DUPLICATE, known[0]))
+            continue
+        verdict = decide(event, _view_for(event, by_doc, by_fold), new_id)
+        results.append(IntakeResult(verdict.outcome, verdict.approval_id))
+        if verdict.outcome is not Outcome.ACCEPTED:
+            continue
+        effects.extend(verdict.effects)
+        _remember(event, verdict, by_doc, by_fold)
+        assert verdict.approval_id is not None and verdict.revision is not None
+        seen[event.event_id] = (verdict.approval_id, verdict.revision)
+        recorded.append(
             {
-                fold_key(e.data.material_code, e.data.warehouse)
-                for e in events
-                if isinstance(e, StockBelowSafety)
+                "event_id": event.event_id,
+                "type": event.type,
+                "approval_id": verdict.approval_id,
+                "revision": verdict.revision,
+                "occurred_at": event.occurred_at,
+                "received_at": now,
             }
         )
-        async with self._db.write() as conn:
-            seen = await repo.seen_events(conn, sorted({e.event_id for e in events}))
-            by_doc, by_fold = await repo.load_views(
-                conn, doc_nos, keys, lock=not self._db.is_sqlite
-            )
-            results: list[IntakeResult] = []
-            effects: list[Effect] = []
-            recorded: list[dict[str, object]] = []
-            for event in events:
-                known = seen.get(event.event_id)
-                if known is not None:
-                    results.append(IntakeResult(Outcome.DUPLICATE, known[0]))
-                    continue
-                verdict = decide(event, _view_for(event, by_doc, by_fold), new_id)
-                results.append(IntakeResult(verdict.outcome, verdict.approval_id))
-                if verdict.outcome is not Outcome.ACCEPTED:
-                    continue
-                effects.extend(verdict.effects)
-                _remember(event, verdict, by_doc, by_fold)
-                assert verdict.approval_id is not None and verdict.revision is not None
-                seen[event.event_id] = (verdict.approval_id, verdict.revision)
-                recorded.append(
-                    {
-                        "event_id": event.event_id,
-                        "type": event.type,
-                        "approval_id": verdict.approval_id,
-                        "revision": verdict.revision,
-                        "occurred_at": event.occurred_at,
-                        "received_at": now,
-                    }
-                )
-            if not await apply_effects(conn, effects, now, ACTOR):
-                raise ConcurrentChange("a revision changed while intake was deciding")
-            await repo.record_events(conn, recorded)
-        return results
+    if not apply_effects(conn, effects, now, ACTOR):
+        raise ConcurrentChange("a revision changed while intake was deciding")
+    repo.record_events(conn, recorded)
+    return results
 
 
 def _view_for(

@@ -6,11 +6,10 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, insert, update
 
 from approvals.db import jobs as job_repo
-from approvals.db.repo import append_audit, audit_row, move
+from approvals.db.repo import append_audit_sync, audit_row, move_sync
 from approvals.db.tables import approval, revision
 from approvals.rules import Effect, EnqueueJob, Move, NewApproval, NewRevision, Note
 
@@ -73,38 +72,38 @@ class _Writes:
                 )
             )
 
-    async def flush(self, conn: AsyncConnection) -> None:
+    def flush(self, conn: Connection) -> None:
         now = self.now
         created = set()
         if self.approvals:
             for row in self.approvals:
                 row["current_revision"] = self.current[row["id"]]
                 created.add(row["id"])
-            await conn.execute(insert(approval), self.approvals)
+            conn.execute(insert(approval), self.approvals)
         if self.revisions:
-            await conn.execute(insert(revision), self.revisions)
+            conn.execute(insert(revision), self.revisions)
         for approval_id, rev in self.current.items():
             if approval_id not in created:
-                await conn.execute(
+                conn.execute(
                     update(approval)
                     .where(approval.c.id == approval_id)
                     .values(current_revision=rev, updated_at=now)
                 )
-        await job_repo.enqueue(conn, self.jobs, now)
-        await append_audit(conn, self.audits)
+        job_repo.enqueue_sync(conn, self.jobs, now)
+        append_audit_sync(conn, self.audits)
         self._reset()
 
 
-async def apply_effects(
-    conn: AsyncConnection, effects: Iterable[Effect], now: dt.datetime, actor: str
+def apply_effects(
+    conn: Connection, effects: Iterable[Effect], now: dt.datetime, actor: str
 ) -> bool:
     """Write intake effects in order, inserts in bulk; False when a compare-and-set lost."""
     writes = _Writes(now, actor)
     for effect in effects:
         if isinstance(effect, Move):
             # A move may touch a row inserted earlier in the same batch: write those first.
-            await writes.flush(conn)
-            if not await move(
+            writes.flush(conn)
+            if not move_sync(
                 conn,
                 effect.approval_id,
                 effect.revision,
@@ -117,5 +116,5 @@ async def apply_effects(
                 return False
         else:
             writes.add(effect)
-    await writes.flush(conn)
+    writes.flush(conn)
     return True

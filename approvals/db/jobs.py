@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals.db.tables import job
@@ -34,6 +34,12 @@ JobSpec = tuple[str, str | None, int | None, dict[str, Any]]
 
 async def enqueue(conn: AsyncConnection, specs: Sequence[JobSpec], now: dt.datetime) -> None:
     """Add jobs, ready at once; commit them with the state change that asked for them."""
+    if specs:
+        await conn.run_sync(enqueue_sync, specs, now)
+
+
+def enqueue_sync(conn: Connection, specs: Sequence[JobSpec], now: dt.datetime) -> None:
+    """`enqueue` inside a synchronous transaction (`Database.write_sync`)."""
     if not specs:
         return
     rows = [
@@ -50,7 +56,7 @@ async def enqueue(conn: AsyncConnection, specs: Sequence[JobSpec], now: dt.datet
         }
         for kind, approval_id, rev, payload in specs
     ]
-    await conn.execute(insert(job), rows)
+    conn.execute(insert(job), rows)
 
 
 async def claim(

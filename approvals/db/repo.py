@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals.db.tables import approval, audit, erp_event, revision
@@ -95,8 +95,8 @@ async def revisions_of(conn: AsyncConnection, approval_id_or_doc_no: str) -> lis
     return [_revision_row(row) for row in rows]
 
 
-async def load_views(
-    conn: AsyncConnection, doc_nos: Sequence[str], fold_keys: Sequence[str], lock: bool
+def load_views(
+    conn: Connection, doc_nos: Sequence[str], fold_keys: Sequence[str], lock: bool
 ) -> tuple[dict[str, DocView], dict[str, DocView]]:
     """Current views of purchase orders by doc_no and of open replenishment needs by fold key."""
     if not doc_nos and not fold_keys:
@@ -133,7 +133,7 @@ async def load_views(
         query = query.with_for_update(of=approval)
     by_doc: dict[str, DocView] = {}
     by_fold: dict[str, DocView] = {}
-    for row in await conn.execute(query):
+    for row in conn.execute(query):
         view = DocView(row[0], DocType(row[1]), row[2], row[3], State(row[4]), row[5])
         if view.open_fold_key is not None:
             by_fold[view.open_fold_key] = view
@@ -142,20 +142,18 @@ async def load_views(
     return by_doc, by_fold
 
 
-async def seen_events(
-    conn: AsyncConnection, event_ids: Sequence[str]
-) -> dict[str, tuple[str, int]]:
+def seen_events(conn: Connection, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
     """ERP event ids already recorded, with the approval and revision they led to."""
     query = select(erp_event.c.event_id, erp_event.c.approval_id, erp_event.c.revision).where(
         erp_event.c.event_id.in_(event_ids)
     )
-    return {row[0]: (row[1], row[2]) for row in await conn.execute(query)}
+    return {row[0]: (row[1], row[2]) for row in conn.execute(query)}
 
 
-async def record_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Remember ERP events by id (their idempotency key)."""
     if rows:
-        await conn.execute(insert(erp_event), list(rows))
+        conn.execute(insert(erp_event), list(rows))
 
 
 def audit_row(
@@ -185,7 +183,14 @@ async def append_audit(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]])
     """Append audit entries."""
     batch = list(rows)
     if batch:
-        await conn.execute(insert(audit), batch)
+        await conn.run_sync(append_audit_sync, batch)
+
+
+def append_audit_sync(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """`append_audit` inside a synchronous transaction (`Database.write_sync`)."""
+    batch = list(rows)
+    if batch:
+        conn.execute(insert(audit), batch)
 
 
 async def move(
@@ -200,33 +205,49 @@ async def move(
     **fields: Any,
 ) -> bool:
     """Compare-and-set a revision's state by a trigger; False when it was no longer `from_state`."""
+    return await conn.run_sync(
+        move_sync, approval_id, rev, from_state, trigger, now, actor, detail, **fields
+    )
+
+
+def move_sync(
+    conn: Connection,
+    /,
+    approval_id: str,
+    rev: int,
+    from_state: State,
+    trigger: Any,
+    now: dt.datetime,
+    actor: str,
+    detail: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """`move` inside a synchronous transaction (`Database.write_sync`)."""
     to_state = transition(from_state, trigger)
     # RETURNING the document number (a primary-key lookup) names it in the transition log line
     # without a second round trip; no row back means the compare-and-set lost.
     doc_no = select(approval.c.doc_no).where(approval.c.id == approval_id).scalar_subquery()
-    moved = (
-        await conn.execute(
-            update(revision)
-            .where(
-                revision.c.approval_id == approval_id,
-                revision.c.revision == rev,
-                revision.c.state == from_state.value,
-            )
-            .values(state=to_state.value, updated_at=now, **fields)
-            .returning(doc_no)
+    moved = conn.execute(
+        update(revision)
+        .where(
+            revision.c.approval_id == approval_id,
+            revision.c.revision == rev,
+            revision.c.state == from_state.value,
         )
+        .values(state=to_state.value, updated_at=now, **fields)
+        .returning(doc_no)
     ).first()
     if moved is None:
         return False
     if from_state in OPEN_STATES and to_state not in OPEN_STATES:
         # The need is no longer open: a later below-safety event raises a new approval.
-        await conn.execute(
+        conn.execute(
             update(approval)
             .where(approval.c.id == approval_id, approval.c.open_fold_key.is_not(None))
             .values(open_fold_key=None, updated_at=now)
         )
     action = trigger.value
-    await append_audit(
+    append_audit_sync(
         conn, [audit_row(approval_id, rev, now, actor, action, from_state, to_state, detail)]
     )
     _log_transition(approval_id, moved[0], rev, from_state, to_state, action, actor)
