@@ -55,7 +55,6 @@ def _stats_query() -> Select[Any]:
             func.max(price.c.unit_price).label("hi"),
             func.sum(price.c.amount).label("sum_amount"),
             func.sum(price.c.quantity).label("sum_quantity"),
-            func.max(price.c.ordered_at).label("last_at"),
         )
         .where(
             price.c.material_code.in_(bindparam("codes", expanding=True)),
@@ -64,21 +63,28 @@ def _stats_query() -> Select[Any]:
         .group_by(price.c.material_code)
         .subquery("totals")
     )
-    # One round trip, two index range scans: the aggregate reads ix_price_context only, then one
-    # seek per material fetches the purchases at its latest instant. A row_number() window over
-    # the whole range measured 5x slower on SQLite (it sorts every row of the window).
+    # The latest instant is a single seek to the end of the material's index range: the window
+    # has no upper bound, so it is the latest in the window too. As max(ordered_at) in `totals`
+    # it compared 26-character strings on every row of the window, a third of the query's time.
+    latest = price.alias("latest")
+    last_at = (
+        select(func.max(latest.c.ordered_at))
+        .where(latest.c.material_code == totals.c.material_code)
+        .scalar_subquery()
+    )
+    # One round trip, all on ix_price_context only: the aggregate's range scan, then per
+    # material one seek for the latest instant and one for the purchases at it. A row_number()
+    # window over the whole range measured 5x slower on SQLite (it sorts every row of the window).
     return select(
         totals,
+        price.c.ordered_at.label("last_at"),
         price.c.unit_price.label("last_price"),
         price.c.supplier_code.label("last_supplier"),
         price.c.id,
     ).join_from(
         totals,
         price,
-        and_(
-            price.c.material_code == totals.c.material_code,
-            price.c.ordered_at == totals.c.last_at,
-        ),
+        and_(price.c.material_code == totals.c.material_code, price.c.ordered_at == last_at),
     )
 
 
