@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,7 +59,7 @@ class DingTalkGateway:
         self._monotonic = monotonic
         # When this process created an instance: the 15-s rule needs seconds, and DingTalk's
         # createTime has minutes only (spec section 3.2).
-        self._born: dict[str, float] = {}
+        self._born: OrderedDict[str, float] = OrderedDict()
 
     def process(self, doc_type: DocType) -> ProcessConfig:
         """The configured template for a document type; `Permanent` when it has no code."""
@@ -99,8 +100,12 @@ class DingTalkGateway:
         instance_id = await self._client.create_instance(self.body(request))
         now = self._monotonic()
         # Only young instances matter for the 15-s rule; forget the rest so this stays small.
-        for old in [i for i, born in self._born.items() if now - born > 4 * TERMINATE_GRACE_S]:
-            del self._born[old]
+        # Kept in creation order, so the old ones are at the front: no scan of the young ones.
+        while self._born:
+            oldest, born = next(iter(self._born.items()))
+            if now - born <= 4 * TERMINATE_GRACE_S:
+                break
+            del self._born[oldest]
         self._born[instance_id] = now
         return instance_id
 

@@ -44,9 +44,6 @@ OTO_BATCH = 20
 """batchSend takes at most 20 userIds (spec section 7.1)."""
 NOTICE_BATCH = 100
 """A work notification's userid_list takes at most 100 ids (spec section 7.5)."""
-JITTER_GUARD_S = 0.03
-"""Each second's worth of calls is spread over 1.03 s: sent exactly at the limit, a few would
-arrive early through network jitter and be throttled (spec section 8.2, 20 calls/s per API)."""
 REFRESH_EARLY_S = 600.0
 """Refresh the token 10 minutes before it expires (spec section 2.1)."""
 
@@ -81,7 +78,8 @@ class DingTalkClient:
         self._config = config
         self._api = config.api_base.rstrip("/")
         self._oapi = config.oapi_base.rstrip("/")
-        self._limiter = limiter or RateLimiter(config.rate_limit_qps, guard_s=JITTER_GUARD_S)
+        # Paced at the limit; `slot` keeps jittered arrivals under it (spec section 8.2).
+        self._limiter = limiter or RateLimiter(config.rate_limit_qps)
         self._meter = meter
         # Waits before each in-client retry of a throttled call: 1 s, then exponential (spec 8.2).
         self._waits = tuple(throttle_waits)
@@ -148,16 +146,10 @@ class DingTalkClient:
         refetched = False
         throttled = 0
         while True:
-            await self._limiter.acquire(api)
-            token = await self.access_token() if auth != "none" else ""
-            headers = {"Accept": "application/json"}
-            query = dict(params or {})
-            if auth == "header":
-                headers["x-acs-dingtalk-access-token"] = token
-            elif auth == "query":
-                query["access_token"] = token
             try:
-                status, data, text = await self._send(method, url, body, query, headers)
+                token, (status, data, text) = await self._paced(
+                    api, method, url, body, params, auth
+                )
             except DingTalkUnavailable as exc:
                 exc.api = api
                 self._record(api, metered, failed=True)
@@ -333,6 +325,26 @@ class DingTalkClient:
             "at": {"atUserIds": list(at_user_ids)},
         }
         await self._request(SESSION, "POST", session_webhook, body=body, auth="none", metered=False)
+
+    async def _paced(
+        self,
+        api: str,
+        method: str,
+        url: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        auth: Auth,
+    ) -> tuple[str, tuple[int, dict[str, Any] | None, str]]:
+        """One exchange in its rate-limiter slot; the token it carried, and what `_send` returns."""
+        async with self._limiter.slot(api):
+            token = await self.access_token() if auth != "none" else ""
+            headers = {"Accept": "application/json"}
+            query = dict(params or {})
+            if auth == "header":
+                headers["x-acs-dingtalk-access-token"] = token
+            elif auth == "query":
+                query["access_token"] = token
+            return token, await self._send(method, url, body, query, headers)
 
     async def _send(
         self,

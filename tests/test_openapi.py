@@ -223,7 +223,9 @@ async def test_a_burst_runs_at_dingtalks_limit_without_tripping_it(
     assert elapsed >= 59 / 20  # never faster than the limit
     assert elapsed < 59 / 20 * 1.03 + 2.0  # and close to it (one throttle wait at worst)
     assert listed["ok"] == 60
-    assert listed["throttled"] <= 1  # paced with a jitter guard: DingTalk hardly ever refuses
+    # Each call also waits a second past the end of the call `rate` places before it, so no
+    # second of arrivals holds more than the limit, whatever the jitter: never refused.
+    assert listed["throttled"] == 0
 
 
 async def test_a_spent_monthly_quota_waits_a_long_time(

@@ -120,3 +120,21 @@ async def test_real_time_n_calls_take_n_over_rate_and_keep_their_order() -> None
     assert 40 / 200 - 0.01 <= elapsed < 1.0  # 0.2 s of spacing, generous upper bound
     assert done == list(range(41))  # nobody overtakes
     assert len(sleeps) == 40  # one sleep per waiting call: no polling
+
+
+async def test_a_slot_starts_a_second_after_the_call_rate_places_earlier_finished() -> None:
+    fake = FakeTime()
+    fake.advance_on_sleep = True
+    limiter = RateLimiter(2.0, clock=fake.clock, sleep=fake.sleep)
+    async with limiter.slot("a"):
+        fake.now = 0.4  # a slow call: it may have arrived as late as 0.4
+    async with limiter.slot("a"):
+        assert fake.now == pytest.approx(0.5)
+    async with limiter.slot("a"):
+        # Spacing alone would start it at 1.0, when the first call may be under a second old.
+        assert fake.now == pytest.approx(1.4)
+    with pytest.raises(RuntimeError):
+        async with limiter.slot("a"):
+            raise RuntimeError("a failed call still frees the calls behind it")
+    async with limiter.slot("a"):
+        assert fake.now == pytest.approx(2.4)

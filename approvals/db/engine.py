@@ -28,11 +28,8 @@ class Database:
         # SQLite has one writer at a time: queue writers here instead of spinning on SQLITE_BUSY.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sync_engine = sync_engine
-        self._writer = (
-            None
-            if sync_engine is None
-            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        )
+        self._writer: ThreadPoolExecutor | None = None
+        """Started on first use, stopped by `dispose` (after which the next use starts another)."""
 
     @classmethod
     def from_config(cls, config: DatabaseConfig) -> Database:
@@ -57,21 +54,27 @@ class Database:
         file the whole of `fn` runs on a writer thread instead (one hop per transaction); on
         PostgreSQL it runs through `run_sync` on the async connection.
         """
-        if self._sync_engine is None or self._writer is None:
+        if self._sync_engine is None:
             async with self.write() as conn:
                 return await conn.run_sync(fn)
         assert self._write_lock is not None
         engine = self._sync_engine
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
         def transaction() -> T:
             with engine.begin() as conn:
                 return fn(conn)
 
         async with self._write_lock:
-            # Shielded: once started, the transaction finishes on its thread even if the caller
-            # is cancelled, and the lock is held until it has.
             future = asyncio.get_running_loop().run_in_executor(self._writer, transaction)
-            return await asyncio.shield(future)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # The transaction runs on to its end on the thread: keep the lock until it has,
+                # so the next writer does not meet a busy database.
+                await asyncio.wait({future})
+                raise
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -109,11 +112,10 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
-        if self._writer is not None and self._sync_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._writer, self._sync_engine.dispose
-            )
-            self._writer.shutdown(wait=True)
+        writer, self._writer = self._writer, None
+        if writer is not None and self._sync_engine is not None:
+            await asyncio.get_running_loop().run_in_executor(writer, self._sync_engine.dispose)
+            writer.shutdown(wait=False)
 
 
 def create_engine(config: DatabaseConfig) -> AsyncEngine:
