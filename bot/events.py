@@ -59,10 +59,11 @@ class TaskResult(StrEnum):
 def _enum(kind: type[StrEnum]) -> Any:
     """Map an unknown string to OTHER rather than refuse the event (it is then ignored)."""
 
+    known = frozenset(m.value for m in kind)
+
     def parse(value: Any) -> Any:
         if value is None or value == "":
             return None
-        known = {m.value for m in kind}
         text = str(value).strip().lower()
         return text if text in known else "other"
 
