@@ -120,9 +120,12 @@ class ReminderService:
             return TickReport(skipped="outside working hours")
         if self._deferred():
             return TickReport(skipped="budget")
+        # Working hours never outrun the clock: what waited less wall-clock time is not due.
+        cutoff = now - dt.timedelta(hours=self._policy.remind_after_h)
         async with self._db.write() as conn:
-            rows = await reminder_repo.waiting(conn)
-            taken = await reminder_repo.claims_of_pending(conn)
+            levels = [level.value for level in PER_APPROVAL]
+            rows = await reminder_repo.waiting(conn, cutoff, levels)
+            taken = await reminder_repo.claims_of(conn, (w.approval_id for w in rows))
             wanted: dict[ClaimKey, dict[str, Any]] = {}
             for w in rows:
                 keys = [(w.approval_id, w.revision, level.value) for level in PER_APPROVAL]
@@ -164,7 +167,8 @@ class ReminderService:
         async with self._db.write() as conn:
             if not await reminder_repo.claim(conn, (f"digest:{day}", 0, Level.DIGEST.value), now):
                 return None
-            rows = await reminder_repo.waiting(conn)
+            cutoff = now - dt.timedelta(hours=self._policy.remind_after_h)
+            rows = await reminder_repo.waiting(conn, cutoff)
             overdue = [(w, waited_hours(w, now, self._policy)) for w in rows]
             items = [item(w, h) for w, h in overdue if h >= self._policy.remind_after_h]
             items.sort(key=lambda i: -float(i["waited_h"]))

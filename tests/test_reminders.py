@@ -17,11 +17,12 @@ from sqlalchemy import func, insert, select
 
 from approvals.config import DatabaseConfig, JobConfig, PriceConfig
 from approvals.db import price_repo, repo
+from approvals.db import reminders as reminder_repo
 from approvals.db.engine import Database
 from approvals.db.tables import approval, job, reminder, revision
 from approvals.jobs import JobHandler, JobRunner
 from approvals.models import PurchaseOrder
-from approvals.reminders import REMIND, ReminderPolicy, ReminderService
+from approvals.reminders import PER_APPROVAL, REMIND, ReminderPolicy, ReminderService
 from approvals.states import State
 from approvals.workhours import WorkingHours
 from bot.meter import CallMeter
@@ -359,3 +360,28 @@ async def test_reminders_wait_while_the_budget_is_nearly_spent(world: World) -> 
     assert (await world.service().tick()).reminded == 1
     await world.run_jobs()
     assert len(await world.messages()) == 1
+
+
+async def test_a_tick_reads_only_what_may_be_due(db: Database) -> None:
+    """Young revisions and fully claimed ones stay in the database, documents unread."""
+    now = local("2026-11-25 15:00")
+    old = await seed(db, "PO-OLD", "inst-old", now - dt.timedelta(hours=30))
+    young = await seed(db, "PO-YOUNG", "inst-young", now - dt.timedelta(minutes=30))
+    done = await seed(db, "PO-DONE", "inst-done", now - dt.timedelta(hours=30))
+    half = await seed(db, "PO-HALF", "inst-half", now - dt.timedelta(hours=30))
+    levels = [level.value for level in PER_APPROVAL]
+    async with db.write() as conn:
+        for level in levels:
+            assert await reminder_repo.claim(conn, (done, 1, level), now)
+        assert await reminder_repo.claim(conn, (half, 1, levels[0]), now)
+
+    cutoff = now - dt.timedelta(hours=4)
+    async with db.read() as conn:
+        due = await reminder_repo.waiting(conn, cutoff, levels)
+        overdue = await reminder_repo.waiting(conn, cutoff)
+        taken = await reminder_repo.claims_of(conn, [w.approval_id for w in due])
+
+    assert {w.approval_id for w in due} == {old, half}
+    assert {w.approval_id for w in overdue} == {old, half, done}
+    assert young not in {w.approval_id for w in overdue}
+    assert taken == {(half, 1, levels[0])}
