@@ -55,6 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     with_config(
         commands.add_parser("check", help="validate the configuration and report every problem")
     )
+    bench = commands.add_parser(
+        "bench", help="measure speed, economy and footprint against a real `run` process"
+    )
+    bench.add_argument("--quick", action="store_true", help="reduced sizes, well under a minute")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this scenario (repeatable): intake, pipeline, economy, price, memory, burst",
+    )
+    bench.add_argument(
+        "--database-url",
+        help="a PostgreSQL server URL; each scenario gets a new database on it (default SQLite)",
+    )
     sandbox = commands.add_parser("sandbox", help="run the DingTalk sandbox alone")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8790)
@@ -70,6 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_check(args.config, os.environ, sys.stdout, sys.stderr)
     if args.command == "sandbox":
         return _sandbox(args.host, args.port)
+    if args.command == "bench":
+        from bot.bench.runner import run_bench
+
+        logs.configure("WARNING")
+        return run_bench(
+            quick=args.quick,
+            as_json=args.json,
+            only=args.scenario,
+            database_url=args.database_url,
+        )
     if args.command == "demo":
         from bot.demo import run_demo
 

@@ -1,0 +1,1 @@
+"""The bench's scenarios, one module each, each `async def run(ctx) -> ScenarioResult`."""
