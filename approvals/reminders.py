@@ -122,9 +122,12 @@ class ReminderService:
             return TickReport(skipped="budget")
         # Working hours never outrun the clock: what waited less wall-clock time is not due.
         cutoff = now - dt.timedelta(hours=self._policy.remind_after_h)
+        due = {
+            Level.REMIND.value: cutoff,
+            Level.ESCALATE.value: now - dt.timedelta(hours=self._policy.escalate_after_h),
+        }
         async with self._db.write() as conn:
-            levels = [level.value for level in PER_APPROVAL]
-            rows = await reminder_repo.waiting(conn, cutoff, levels)
+            rows = await reminder_repo.waiting(conn, cutoff, due)
             taken = await reminder_repo.claims_of(conn, (w.approval_id for w in rows))
             wanted: dict[ClaimKey, dict[str, Any]] = {}
             for w in rows:

@@ -363,25 +363,28 @@ async def test_reminders_wait_while_the_budget_is_nearly_spent(world: World) -> 
 
 
 async def test_a_tick_reads_only_what_may_be_due(db: Database) -> None:
-    """Young revisions and fully claimed ones stay in the database, documents unread."""
+    """Young revisions, and ones with every due message claimed, stay unread in the database."""
     now = local("2026-11-25 15:00")
     old = await seed(db, "PO-OLD", "inst-old", now - dt.timedelta(hours=30))
     young = await seed(db, "PO-YOUNG", "inst-young", now - dt.timedelta(minutes=30))
     done = await seed(db, "PO-DONE", "inst-done", now - dt.timedelta(hours=30))
     half = await seed(db, "PO-HALF", "inst-half", now - dt.timedelta(hours=30))
-    levels = [level.value for level in PER_APPROVAL]
+    reminded = await seed(db, "PO-REMINDED", "inst-reminded", now - dt.timedelta(hours=6))
+    remind, escalate = (level.value for level in PER_APPROVAL)
     async with db.write() as conn:
-        for level in levels:
-            assert await reminder_repo.claim(conn, (done, 1, level), now)
-        assert await reminder_repo.claim(conn, (half, 1, levels[0]), now)
+        for key in [(done, 1, remind), (done, 1, escalate), (half, 1, remind)]:
+            assert await reminder_repo.claim(conn, key, now)
+        # Reminded, and not yet old enough to escalate: nothing is due for it.
+        assert await reminder_repo.claim(conn, (reminded, 1, remind), now)
 
     cutoff = now - dt.timedelta(hours=4)
+    levels = {remind: cutoff, escalate: now - dt.timedelta(hours=24)}
     async with db.read() as conn:
         due = await reminder_repo.waiting(conn, cutoff, levels)
         overdue = await reminder_repo.waiting(conn, cutoff)
         taken = await reminder_repo.claims_of(conn, [w.approval_id for w in due])
 
     assert {w.approval_id for w in due} == {old, half}
-    assert {w.approval_id for w in overdue} == {old, half, done}
+    assert {w.approval_id for w in overdue} == {old, half, done, reminded}
     assert young not in {w.approval_id for w in overdue}
-    assert taken == {(half, 1, levels[0])}
+    assert taken == {(half, 1, remind)}

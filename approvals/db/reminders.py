@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,13 +37,15 @@ class Waiting:
 
 
 async def waiting(
-    conn: AsyncConnection, cutoff: dt.datetime, unfinished: Sequence[str] = ()
+    conn: AsyncConnection,
+    cutoff: dt.datetime,
+    unclaimed: Mapping[str, dt.datetime] | None = None,
 ) -> list[Waiting]:
     """Pending revisions with an instance, waiting since `cutoff` or before, oldest first.
 
-    With `unfinished`, a revision whose claims for all those levels are taken is left out. Both
-    filters run in SQL: a tick reads, and parses the documents of, only what may be due, not
-    every pending revision (100,000 pending documents held 530 MB for a moment).
+    With `unclaimed` (level -> its own cutoff), only revisions for which some level is due and
+    not yet claimed. Both filters run in SQL: a tick reads, and parses the documents of, only
+    what it may send, not every pending revision (100,000 pending documents held 530 MB).
     """
     # Pending since the instance was raised (the audit's move to `pending`), not since the ERP
     # event: a revision that waited a day for DingTalk to come back has not waited for people.
@@ -76,22 +78,29 @@ async def waiting(
             since <= cutoff,
         )
     )
-    if unfinished:
-        claimed = (
-            select(func.count())
-            .where(
-                reminder.c.subject == revision.c.approval_id,
-                reminder.c.revision == revision.c.revision,
-                reminder.c.level.in_(unfinished),
+    if unclaimed:
+        query = query.where(
+            or_(
+                *(
+                    and_(since <= level_cutoff, ~_claimed(level))
+                    for level, level_cutoff in unclaimed.items()
+                )
             )
-            .scalar_subquery()
         )
-        query = query.where(claimed < len(set(unfinished)))
     rows = [
         Waiting(row[0], row[1], DocType(row[2]), row[3], row[4], row[5], row[6])
         for row in await conn.execute(query)
     ]
     return sorted(rows, key=lambda w: (w.pending_since, w.approval_id))
+
+
+def _claimed(level: str) -> Any:
+    """Whether the revision in the enclosing query has its claim for `level`."""
+    return exists().where(
+        reminder.c.subject == revision.c.approval_id,
+        reminder.c.revision == revision.c.revision,
+        reminder.c.level == level,
+    )
 
 
 async def claims_of(conn: AsyncConnection, approval_ids: Iterable[str]) -> set[ClaimKey]:
