@@ -122,9 +122,9 @@ def _result(
         f"the sandbox (rate limit off) and left pending; RSS (VmRSS) read once the bridge's "
         f"/metrics counted them all pending; the peak is VmHWM at the soak's end (they stay "
         f"pending through it), which catches spikes between samples",
-        "every 5 min the reminder tick reads every pending approval with its whole document "
-        "(working hours are set to all day here): its spike is in the peak at full size, never "
-        "in --quick, which ends before the first tick",
+        "every 5 min the reminder tick runs (working hours are set to all day here); it reads "
+        "only approvals with a message due by the clock and unclaimed, none of these young "
+        "ones: the cost of reminding them all at once is not in these figures",
         f"soak: {soak_s:g} s after {warmup_s:g} s of warm-up, orders through the ERP at "
         f"{SOAK_RATE:g}/s approved as they came ({soak.submitted:,} submitted, {soak.approved:,} "
         f"approved), with the open approvals still pending; growth is the least-squares slope "
