@@ -20,6 +20,7 @@ from approvals.progress import ProgressBar
 from bot import logs
 from bot.app import SchemaOutdated, create_app
 from bot.dingtalk import StartupError
+from bot.heap import settle_heap
 from bot.settings import Settings, load_or_exit
 
 
@@ -174,9 +175,13 @@ def _run(settings: Settings) -> int:
         print(f"approval-bridge run: {problem}", file=sys.stderr)
         return 2
     try:
+        app = create_app(settings)
+        # Here rather than in create_app: tests build many apps in one process, and frozen
+        # objects are never collected.
+        app.on_startup.append(settle_heap)
         # run_app handles SIGINT and SIGTERM: stop accepting, finish in-flight work, clean up.
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.http.host,
             port=settings.http.port,
             print=lambda text: print(text, file=sys.stderr),
