@@ -1,16 +1,20 @@
 """Reconciliation: find decisions whose events never arrived, with as few metered calls as we can.
 
-DingTalk meters calls (about 10,000 a month for a standard organisation), so we never poll each
+DingTalk meters calls (5,000 a month for a standard organisation), so we never poll each
 pending instance. A sweep lists the ids of instances of each process that are finished and were
-started since our oldest pending one (20 ids a call), and fetches only those we still hold as
-pending. Sweeps run when there is reason to think events were lost (the stream reconnected),
-and otherwise at a slow safety cadence; `sync` forces one.
+started since a cutoff (20 ids a call), and fetches only those we still hold as pending. The
+few pending instances older than the cutoff are fetched one by one instead: one forgotten
+approval a week old would otherwise make every sweep relist a week of instances. Sweeps run
+when there is reason to think events were lost (the stream reconnected), and otherwise at a
+slow safety cadence; `sync` forces one.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from approvals.config import ApprovalsConfig
@@ -22,8 +26,30 @@ from approvals.ports import Clock, InstanceDirectory, InstanceSnapshot
 
 log = logging.getLogger(__name__)
 
-# Instances are created a moment after we record the revision; look a little further back.
-_MARGIN = dt.timedelta(minutes=2)
+MARGIN = dt.timedelta(minutes=2)
+"""Instances are created a moment after we record the revision: look this much further back."""
+PAGE = 20
+"""Instance ids per list call (spec section 3.4)."""
+MAX_ONE_BY_ONE = 50
+"""At most this many of the oldest pending instances are fetched one by one per sweep."""
+
+
+def sweep_cost(pending: Sequence[dt.datetime], instances: Sequence[dt.datetime], k: int) -> int:
+    """Calls to fetch the k oldest pending instances one by one and list from the next one.
+
+    `pending` and `instances` (every instance of the process we raised since the oldest pending
+    one, an estimate of what a listing returns) are sorted times; a list call returns 20 ids.
+    """
+    if k == len(pending):
+        return k
+    listed = len(instances) - bisect.bisect_left(instances, pending[k] - MARGIN)
+    return k + max(1, -(-listed // PAGE))
+
+
+def cheapest_cutoff(pending: Sequence[dt.datetime], instances: Sequence[dt.datetime]) -> int:
+    """How many of the oldest pending instances to fetch one by one, for the fewest calls."""
+    choices = range(min(len(pending), MAX_ONE_BY_ONE) + 1)
+    return min(choices, key=lambda k: sweep_cost(pending, instances, k))
 
 
 @dataclass(frozen=True)
@@ -78,15 +104,19 @@ class Reconciler:
         held = {instance_id for instance_id, _, _ in pending}
         listed = fetched = applied = 0
         for doc_type in DocType:
-            times = [created for _, kind, created in pending if kind is doc_type]
+            mine = sorted((created, iid) for iid, kind, created in pending if kind is doc_type)
             code = self._process_code(doc_type)
-            if not times or not code:
+            if not mine or not code:
                 continue
-            ids = await self._directory.finished_ids(code, min(times) - _MARGIN)
-            listed += len(ids)
-            for instance_id in ids:
-                if instance_id not in held:
-                    continue
+            async with self._db.read() as conn:
+                started = await repo.instance_times(conn, doc_type, mine[0][0] - MARGIN)
+            k = cheapest_cutoff([created for created, _ in mine], started)
+            one_by_one = [instance_id for _, instance_id in mine[:k]]
+            if k < len(mine):
+                ids = await self._directory.finished_ids(code, mine[k][0] - MARGIN)
+                listed += len(ids)
+                one_by_one += [i for i in ids if i in held and i not in one_by_one]
+            for instance_id in one_by_one:
                 fetched += 1
                 applied += await self._apply(await self._directory.snapshot(instance_id), now)
         report = SweepReport(len(pending), listed, fetched, applied, now)

@@ -168,15 +168,15 @@ class DingTalkGateway:
 
     async def finished_ids(self, process_code: str, started_since: dt.datetime) -> list[str]:
         """Ids of instances started since a time that are completed or terminated (all pages)."""
-        found: list[str] = []
+        found: dict[str, None] = {}  # ordered, and a page repeated across calls counts once
         token: str | None = None
         while True:
             ids, token = await self._client.list_instance_ids(
                 process_code, _ms(started_since), _FINISHED, token
             )
-            found += [i for i in ids if i not in found]
+            found.update(dict.fromkeys(ids))
             if token is None:
-                return found
+                return list(found)
 
     async def snapshot(self, instance_id: str) -> InstanceSnapshot:
         """One instance's status, result, finish time and approvers."""

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bot.bench.machine import rss_bytes
-from bot.bench.scenarios.economy import metered, poller_gets, short_api, sweep_lists
+from bot.bench.scenarios.economy import metered, poller_gets, short_api, sweep_calls
 from bot.bench.scenarios.memory import MB, PENDING, growth_per_minute, peak_rss_bytes
 
 
@@ -69,12 +69,16 @@ def test_pending_count_is_read_from_the_metrics_exposition() -> None:
     assert found is not None and int(float(found.group(1))) == 100_000
 
 
-def test_the_safety_sweep_relists_everything_finished_since_the_oldest_pending() -> None:
-    assert sweep_lists(86_400.0) == pytest.approx(1.2)
-    assert sweep_lists(7 * 86_400.0) == pytest.approx(8.4)
-    assert sweep_lists(3_600.0, sweeps_per_day=24) == pytest.approx(0.05)
+def test_a_forgotten_approval_costs_the_sweeps_a_fetch_not_a_week_of_listing() -> None:
+    ours, relist = sweep_calls(7 * 86_400.0)
+    # Relisting a week of 500 a day: 175 pages, 24 times a day, over 500 approvals.
+    assert relist == pytest.approx(175 * 24 / 500)
+    # One fetch, then the ~84 raised in the last 4 h: 1 + 5 pages, 24 times a day.
+    assert ours == pytest.approx((1 + 5) * 24 / 500)
+    assert sweep_calls(3_600.0)[0] <= sweep_calls(3_600.0)[1]
 
 
 def test_peak_rss_is_at_least_the_current_rss() -> None:
     pid = os.getpid()
-    assert peak_rss_bytes(pid) >= rss_bytes(pid) > 0
+    current = rss_bytes(pid)  # first: the peak read after it cannot be lower
+    assert peak_rss_bytes(pid) >= current > 0

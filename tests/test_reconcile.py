@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from sqlalchemy import update
+
 from approvals.config import ApprovalsConfig, ProcessConfig
+from approvals.db.tables import revision
 from approvals.ports import SystemClock
-from approvals.reconcile import Reconciler
+from approvals.reconcile import MAX_ONE_BY_ONE, Reconciler, cheapest_cutoff
 from approvals.states import State
 from bot.keys import DECISIONS
 from tests import dbutil
@@ -86,3 +89,50 @@ async def test_nothing_pending_costs_nothing(sqlite_template: Path, tmp_path: Pa
         report = await reconciler(bridge).sweep()
         assert (report.pending, report.listed) == (0, 0)
         assert bridge.gateway.lookups == 0
+
+
+def test_cheapest_cutoff_fetches_a_few_old_ones_rather_than_relist_a_week() -> None:
+    now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+    week_ago = now - dt.timedelta(days=7)
+    # 1,000 instances raised over the week, one forgotten pending since its start.
+    instances = [week_ago + dt.timedelta(minutes=10 * n) for n in range(1000)]
+    recent = [now - dt.timedelta(minutes=m) for m in (30, 20, 10)]
+
+    assert cheapest_cutoff([week_ago, *recent], instances) == 1  # 1 fetch + 1 page, not 50 pages
+    assert cheapest_cutoff(recent, instances) == 0  # all recent: one listing is cheapest
+    assert cheapest_cutoff([week_ago], instances) == 1  # alone: one fetch, no listing at all
+    many_old = [week_ago + dt.timedelta(seconds=n) for n in range(200)]
+    # Never more than MAX_ONE_BY_ONE fetched one by one, however many are old.
+    assert cheapest_cutoff(many_old, instances) <= MAX_ONE_BY_ONE
+
+
+async def test_a_forgotten_old_approval_is_fetched_alone_not_relisted_with_a_week(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    url = dbutil.copy_sqlite(sqlite_template, tmp_path / "b.db")
+    async with running_bridge(bridge_settings(url)) as bridge:
+        old = await pending(bridge, "PO-OLD")
+        for n in range(45):  # a busy week: decided, their events delivered
+            _, instance_id = await pending(bridge, f"PO-{n}")
+            await bridge.decide(instance_id, "approved")
+        waiting = await pending(bridge, "PO-NEW")
+        week_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
+        # PO-OLD was raised a week ago (in our records and in DingTalk's), and approved there
+        # without its event reaching us.
+        async with bridge.db.write() as conn:
+            await conn.execute(
+                update(revision).where(revision.c.approval_id == old[0]).values(created_at=week_ago)
+            )
+        bridge.gateway.instances[old[1]].created_at = week_ago
+        bridge.gateway.finish(old[1], "agree")
+        before = bridge.gateway.lookups
+
+        report = await reconciler(bridge).sweep()
+
+        # Listing since PO-OLD would take three pages (47 instances). Both pending ones fetched
+        # one by one cost two calls (a listing since PO-NEW would still hold the 45 decided
+        # ones, raised within the two-minute margin).
+        assert bridge.gateway.lookups - before == 2
+        assert (report.pending, report.listed, report.fetched, report.applied) == (2, 0, 2, 1)
+        assert (await bridge.revision(old[0], 1)).decision == "approved"
+        assert (await bridge.revision(waiting[0], 1)).state is State.PENDING

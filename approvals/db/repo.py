@@ -309,6 +309,23 @@ async def set_approvers(
     )
 
 
+async def instance_times(
+    conn: AsyncConnection, doc_type: DocType, since: dt.datetime
+) -> list[dt.datetime]:
+    """When each revision of a document type that has an instance was received, since a time."""
+    query = (
+        select(revision.c.created_at)
+        .join_from(revision, approval, revision.c.approval_id == approval.c.id)
+        .where(
+            approval.c.doc_type == doc_type.value,
+            revision.c.instance_id.is_not(None),
+            revision.c.created_at >= since,
+        )
+        .order_by(revision.c.created_at)
+    )
+    return list((await conn.execute(query)).scalars())
+
+
 async def pending_instances(conn: AsyncConnection) -> list[tuple[str, DocType, dt.datetime]]:
     """(instance id, document type, received at) of every revision waiting for a decision."""
     query = (

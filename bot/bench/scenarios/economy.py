@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import re
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from approvals.reconcile import cheapest_cutoff, sweep_cost
 from bot.bench.context import BenchContext
 from bot.bench.events import order_data
 from bot.bench.report import Figure, ScenarioResult, at_most, info
@@ -30,6 +32,11 @@ LIST_PAGE = 20
 """Instance ids per listing call (DingTalk's maximum `maxResults`)."""
 SWEEPS_PER_DAY = 24
 """The safety sweep's default cadence (sweep_interval_min = 60)."""
+SWEEP_MODEL_PER_DAY = 500
+SWEEP_MODEL_WAIT_S = 4 * 3600.0
+"""The modelled organisation for the sweep figure: 500 approvals a day, each waiting 4 hours."""
+FORGOTTEN_S = 7 * 86_400.0
+"""An approval nobody decides for a week."""
 ADMIN = "dt-admin"
 """An admin in the stack's configuration: the one who may send `sync`."""
 
@@ -87,13 +94,27 @@ def poller_gets(pending_s: Sequence[float], every_s: float = POLL_EVERY_S) -> fl
     return sum(max(1, math.ceil(t / every_s)) for t in pending_s) / len(pending_s)
 
 
-def sweep_lists(oldest_pending_s: float, sweeps_per_day: int = SWEEPS_PER_DAY) -> float:
-    """Listing calls per approval of the safety sweeps, when the oldest pending is this old.
+def sweep_calls(
+    forgotten_s: float,
+    per_day: int = SWEEP_MODEL_PER_DAY,
+    wait_s: float = SWEEP_MODEL_WAIT_S,
+    sweeps_per_day: int = SWEEPS_PER_DAY,
+) -> tuple[float, float]:
+    """Calls per approval of the safety sweeps with one approval forgotten for `forgotten_s`.
 
-    Each sweep lists every finished instance started since the oldest pending one, 20 a call:
-    at A approvals a day that is A * age / 20 calls a sweep, so sweeps * age / 20 per approval.
+    A modelled day: `per_day` approvals raised evenly, each pending for `wait_s`, one forgotten
+    since `forgotten_s` ago. Returns (what the sweep spends, choosing its cutoff with the
+    bridge's own `cheapest_cutoff`; what relisting everything since the oldest pending costs).
     """
-    return sweeps_per_day * (oldest_pending_s / 86_400) / LIST_PAGE
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    every = dt.timedelta(seconds=86_400 / per_day)
+    count = int(forgotten_s / every.total_seconds())
+    instances = [now - every * n for n in range(count, -1, -1)]
+    waiting = [t for t in instances if (now - t).total_seconds() <= wait_s]
+    pending = sorted([now - dt.timedelta(seconds=forgotten_s), *waiting])
+    cost = sweep_cost(pending, instances, cheapest_cutoff(pending, instances))
+    relist = max(1, math.ceil(len(instances) / LIST_PAGE))
+    return cost * sweeps_per_day / per_day, relist * sweeps_per_day / per_day
 
 
 def short_api(name: str) -> str:
@@ -112,7 +133,7 @@ async def run(ctx: BenchContext) -> ScenarioResult:
     result.figures += [
         info("poller GETs/approval, measured", poller_gets(pending)),
         info("poller GETs/approval, 1 day", poller_gets([HUMAN_PENDING_S])),
-        info("sweep lists/approval, 1 day", sweep_lists(HUMAN_PENDING_S)),
+        info("sweep calls/approval, 1 forgotten a week", sweep_calls(FORGOTTEN_S)[0]),
     ]
     result.notes += [_by_api(m) for m in measured]
     result.notes += _notes(measured, pending)
@@ -224,11 +245,14 @@ def _notes(measured: list[Measured], pending: list[float]) -> list[str]:
     throttled = sum(m.throttled for m in measured)
     if throttled:
         notes.append(f"{throttled} of the calls were refused by the sandbox's 20/s rate limit")
+    ours, relist = sweep_calls(FORGOTTEN_S)
     notes.append(
-        "sweep lists/approval: what the hourly safety sweep alone costs once the oldest pending "
-        "approval is a day old (it relists every instance finished since then, 20 a call): "
-        f"{SWEEPS_PER_DAY} × 1 day / {LIST_PAGE}, per approval, whatever the volume; here "
-        "approvals wait seconds, so the measured sweep listed only this run's instances"
+        f"sweep calls/approval: what the hourly safety sweeps cost in a modelled organisation "
+        f"({SWEEP_MODEL_PER_DAY} approvals a day, each pending {SWEEP_MODEL_WAIT_S / 3600:g} h) "
+        f"with one approval forgotten for a week: {ours:.2f} per approval, the forgotten one "
+        f"fetched alone and the rest listed since the next pending; relisting everything since "
+        f"the oldest pending would cost {relist:.2f}. Here approvals wait seconds, so the "
+        "measured sweeps listed only this run's instances"
     )
     for m in measured:
         if m.mode.drop_rate:
