@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MARGIN = dt.timedelta(minutes=2)
 """Instances are created a moment after we record the revision: look this much further back."""
 PAGE = 20
-"""Instance ids per list call (spec section 3.4)."""
+"""Instance ids per list call (spec section 3.6)."""
 MAX_ONE_BY_ONE = 50
 """At most this many of the oldest pending instances are fetched one by one per sweep."""
 
