@@ -17,7 +17,7 @@ from approvals.db.engine import Database
 from approvals.db.jobs import JobRow
 from approvals.db.tables import job
 from approvals.errors import Permanent, Retryable, Throttled
-from approvals.jobs import JobRunner, backoff
+from approvals.jobs import KIND_SHARE, JobRunner, backoff
 from approvals.ports import SystemClock
 
 FAST = JobConfig(poll_interval_s=0.02, backoff_initial_s=0.02, backoff_max_s=0.05, lease_s=5)
@@ -166,3 +166,32 @@ async def test_shutdown_hands_running_jobs_back(db: Database) -> None:
     async with db.read() as conn:
         due = await conn.execute(select(func.count()).where(job.c.run_after <= SystemClock().now()))
         assert due.scalar_one() == 1  # ready at once for the next process
+
+
+async def test_a_backlog_of_one_kind_leaves_workers_for_the_others(db: Database) -> None:
+    """Creates waiting on DingTalk's rate limit must not hold every worker from write-backs."""
+    release = asyncio.Event()
+    running: list[str] = []
+
+    class Slow(Scripted):
+        async def run(self, row: JobRow) -> bool:
+            running.append(row.kind)
+            await release.wait()
+            return False
+
+    class Quick(Scripted):
+        async def run(self, row: JobRow) -> bool:
+            running.append(row.kind)
+            return False
+
+    await enqueue(db, 40, kind="slow")  # enqueued first: first in line
+    await enqueue(db, 3, kind="quick")
+    config = JobConfig(workers=8, poll_interval_s=0.02, lease_s=5)
+    async with JobRunner(db, SystemClock(), config, {"slow": Slow([]), "quick": Quick([])}).running(
+        grace_s=0.1
+    ):
+        await until(lambda: running.count("quick") == 3)
+        # Six of eight workers (KIND_SHARE) hold slow jobs; the quick ones ran beside them.
+        assert running.count("slow") == int(8 * KIND_SHARE)
+        release.set()
+        await until(lambda: running.count("slow") == 40)

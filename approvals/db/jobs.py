@@ -60,16 +60,18 @@ def enqueue_sync(conn: Connection, specs: Sequence[JobSpec], now: dt.datetime) -
 
 
 async def claim(
-    conn: AsyncConnection, limit: int, now: dt.datetime, lease: dt.timedelta
+    conn: AsyncConnection,
+    limit: int,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    skip_kinds: Sequence[str] = (),
 ) -> list[JobRow]:
-    """Lease up to `limit` due jobs; SKIP LOCKED keeps concurrent claimers on PostgreSQL apart."""
-    due = (
-        select(job.c.id)
-        .where(job.c.status.in_((READY, RUNNING)), job.c.run_after <= now)
-        .order_by(job.c.run_after, job.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    """Lease up to `limit` due jobs, none of `skip_kinds`; SKIP LOCKED keeps concurrent claimers
+    on PostgreSQL apart."""
+    due = select(job.c.id).where(job.c.status.in_((READY, RUNNING)), job.c.run_after <= now)
+    if skip_kinds:
+        due = due.where(job.c.kind.not_in(skip_kinds))
+    due = due.order_by(job.c.run_after, job.c.id).limit(limit).with_for_update(skip_locked=True)
     stmt = (
         update(job)
         .where(job.c.id.in_(due.scalar_subquery()))
