@@ -117,12 +117,12 @@ class JobRunner:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self._config.workers - len(self._tasks)
             limit, full = self._room()
+            take = min(self._config.workers - len(self._tasks), limit)
             claimed: list[JobRow] = []
-            if min(free, limit) > 0:
+            if take > 0:
                 try:
-                    claimed = await self._claim(min(free, limit), full)
+                    claimed = await self._claim(take, full)
                 except (DBAPIError, OSError) as exc:
                     log.warning("jobs: cannot claim: %s", exc)
             for job in claimed:
@@ -133,7 +133,7 @@ class JobRunner:
                 self.idle.set()
             else:
                 self.idle.clear()
-            if claimed and len(claimed) == min(free, limit):
+            if claimed and len(claimed) == take:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._config.poll_interval_s)

@@ -71,10 +71,14 @@ def waited_hours(item: Waiting, now: dt.datetime, policy: ReminderPolicy) -> flo
     return policy.hours.elapsed(item.pending_since, now).total_seconds() / 3600
 
 
+def after_hours(policy: ReminderPolicy) -> dict[Level, float]:
+    """The working hours after which each per-approval message is due."""
+    return {Level.REMIND: policy.remind_after_h, Level.ESCALATE: policy.escalate_after_h}
+
+
 def due_levels(waited_h: float, policy: ReminderPolicy) -> list[Level]:
     """The per-approval messages due after this many working hours."""
-    levels = [Level.REMIND] if waited_h >= policy.remind_after_h else []
-    return levels + ([Level.ESCALATE] if waited_h >= policy.escalate_after_h else [])
+    return [level for level, after in after_hours(policy).items() if waited_h >= after]
 
 
 def item(w: Waiting, waited_h: float) -> dict[str, Any]:
@@ -121,13 +125,12 @@ class ReminderService:
         if self._deferred():
             return TickReport(skipped="budget")
         # Working hours never outrun the clock: what waited less wall-clock time is not due.
-        cutoff = now - dt.timedelta(hours=self._policy.remind_after_h)
         due = {
-            Level.REMIND.value: cutoff,
-            Level.ESCALATE.value: now - dt.timedelta(hours=self._policy.escalate_after_h),
+            level.value: now - dt.timedelta(hours=after)
+            for level, after in after_hours(self._policy).items()
         }
         async with self._db.write() as conn:
-            rows = await reminder_repo.waiting(conn, cutoff, due)
+            rows = await reminder_repo.waiting(conn, max(due.values()), due)
             taken = await reminder_repo.claims_of(conn, (w.approval_id for w in rows))
             wanted: dict[ClaimKey, dict[str, Any]] = {}
             for w in rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -42,7 +42,6 @@ class BenchContext:
         self,
         name: str,
         options: StackOptions | None = None,
-        prepare: Callable[[str], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Stack]:
         """A fresh bridge, sandbox, ERP and database for one part of a scenario."""
         async with Stack.up(
@@ -50,6 +49,5 @@ class BenchContext:
             self.placement,
             options or StackOptions(),
             self.server_url,
-            prepare,
         ) as stack:
             yield stack

@@ -12,10 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -124,7 +123,8 @@ class Stack:
         self.sandbox = sandbox
         self.erp = erp
         self.port = free_port()
-        self.secret = secrets.token_hex(16)
+        self.secret = erp.secret
+        """The webhook secret the ERP signs with and the bridge checks."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -135,13 +135,8 @@ class Stack:
         placement: Placement,
         options: StackOptions,
         server_url: str | None = None,
-        prepare: Callable[[str], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Stack]:
-        """Database, sandbox, ERP, then the bridge; torn down in reverse.
-
-        `prepare`, when given, is awaited with the database URL before the bridge starts (to
-        load price history, say).
-        """
+        """Database, sandbox, ERP, then the bridge; torn down in reverse."""
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         sandbox_options = SandboxOptions(
             app_key=APP_KEY,
@@ -151,14 +146,10 @@ class Stack:
             seed=options.seed,
         )
         async with fresh_database(folder, server_url) as url:
-            if prepare is not None:
-                await prepare(url)
             sandbox = Sandbox(sandbox_options).start_in_thread()
             try:
-                secret = secrets.token_hex(16)
-                async with ReferenceErp(secret=secret) as erp:
+                async with ReferenceErp(secret=secrets.token_hex(16)) as erp:
                     stack = cls(folder, url, placement, options, sandbox, erp)
-                    stack.secret = secret
                     erp.bridge_url = stack.url
                     await stack.start()
                     try:
@@ -266,7 +257,3 @@ level = "WARNING"
     def cpu(self) -> float:
         """CPU seconds the bridge has used."""
         return cpu_seconds(self.pid)
-
-    async def sandbox_stats(self) -> dict[str, Any]:
-        """The sandbox's call and event counters."""
-        return await self.sandbox.stats()
