@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from approvals import failpoints
 from approvals.config import IntakeConfig
 from approvals.db import repo
 from approvals.db.effects import apply_effects
@@ -194,6 +195,7 @@ def _apply_batch(
     if not apply_effects(conn, effects, now, ACTOR):
         raise ConcurrentChange("a revision changed while intake was deciding")
     repo.record_events(conn, recorded)
+    failpoints.reach("intake.before_commit")
     return results
 
 

@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from approvals import failpoints
 from approvals.config import PriceConfig
 from approvals.db import jobs as job_repo
 from approvals.db import price_repo, repo
@@ -72,6 +73,7 @@ class CreateInstanceHandler:
         instance_id = await self._gateway.find_instance(request) if may_exist else None
         if instance_id is None:
             instance_id = await self._gateway.create_instance(request)
+            failpoints.reach("create.returned")
         await self._record(job, row, instance_id)
         return True
 

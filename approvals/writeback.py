@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from approvals import failpoints
 from approvals.db import jobs as job_repo
 from approvals.db import repo
 from approvals.db.engine import Database
@@ -82,6 +83,7 @@ class WriteBackHandler:
         message = write_back_for(row)
         try:
             receipt = await self._erp.write_back(message)
+            failpoints.reach("writeback.acknowledged")
         except Conflict as exc:
             await self._finish(job, row, Trigger.CONFLICT, {"error": str(exc)}, last_error=str(exc))
             return True

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from approvals import failpoints
 from approvals.db.engine import Database
 from approvals.db.migrate import status, upgrade
 from approvals.price_import import ImportReport, import_prices
@@ -174,6 +175,13 @@ def _run(settings: Settings) -> int:
     if problem is not None:
         print(f"approval-bridge run: {problem}", file=sys.stderr)
         return 2
+    try:
+        armed = failpoints.arm_from_env(os.environ)
+    except ValueError as exc:
+        print(f"approval-bridge run: {failpoints.ENV}: {exc}", file=sys.stderr)
+        return 2
+    if armed:
+        print(f"approval-bridge run: crash points armed: {', '.join(armed)}", file=sys.stderr)
     try:
         app = create_app(settings)
         # Here rather than in create_app: tests build many apps in one process, and frozen

@@ -17,6 +17,7 @@ import websockets.exceptions  # imported eagerly: websockets >= 14 loads it lazi
 from dingtalk_stream import AckMessage, CallbackMessage, EventMessage, SystemMessage
 from websockets.asyncio.client import ClientConnection, connect
 
+from approvals import failpoints
 from bot.events import ROBOT_TOPIC, ChatHandler, EventError, EventSink, from_stream, relay_chat
 from bot.settings import DingTalkConfig
 
@@ -293,6 +294,7 @@ class StreamIntake:
             # Redelivery cannot fix a malformed event; reconciliation finds its decision.
             log.error("dingtalk stream: dropped an unreadable event %s: %s", message_id, exc)
             code, text, data = _EVENT_OK
+        failpoints.reach("stream.before_ack")
         try:
             await ws.send(_ack(message_id, code, text, data))
         except websockets.exceptions.ConnectionClosed:
