@@ -147,6 +147,15 @@ async def release(conn: AsyncConnection, key: ClaimKey) -> None:
     )
 
 
+async def release_before(conn: AsyncConnection, subject: str, level: str, rev: int) -> None:
+    """Forget the claims of `subject` and `level` below revision `rev` (old scheduler ticks)."""
+    await conn.execute(
+        delete(reminder).where(
+            reminder.c.subject == subject, reminder.c.level == level, reminder.c.revision < rev
+        )
+    )
+
+
 async def is_pending(conn: AsyncConnection, approval_id: str, rev: int) -> bool:
     """Whether a revision is still waiting for a decision."""
     query = select(revision.c.state).where(
