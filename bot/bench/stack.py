@@ -104,6 +104,36 @@ async def _migrate(url: str) -> None:
         await db.dispose()
 
 
+def bridge_config(
+    database_url: str, port: int, dingtalk_url: str, erp_url: str, log_level: str = "WARNING"
+) -> str:
+    """A bridge's TOML configuration against the sandbox and the reference ERP (no secrets)."""
+    return f"""
+[database]
+url = "{database_url}"
+[http]
+host = "127.0.0.1"
+port = {port}
+[dingtalk]
+api_base = "{dingtalk_url}"
+oapi_base = "{dingtalk_url}"
+app_key = "{APP_KEY}"
+robot_code = "{APP_KEY}"
+admins = ["dt-admin"]
+[erp]
+base_url = "{erp_url}"
+[approvals.purchase_order]
+process_code = "{PO_PROCESS}"
+[approvals.replenishment]
+process_code = "{RPL_PROCESS}"
+[log]
+level = "{log_level}"
+[users]
+"u1001" = "dt-buyer"
+"u1002" = "dt-keeper"
+"""
+
+
 class Stack:
     """The bridge process with its DingTalk and ERP; use `async with Stack.up(...) as stack`."""
 
@@ -172,30 +202,7 @@ class Stack:
 
     def config_text(self) -> str:
         """The bridge's TOML configuration (secrets go in the environment)."""
-        return f"""
-[database]
-url = "{self.database_url}"
-[http]
-host = "127.0.0.1"
-port = {self.port}
-[dingtalk]
-api_base = "{self.sandbox.url}"
-oapi_base = "{self.sandbox.url}"
-app_key = "{APP_KEY}"
-robot_code = "{APP_KEY}"
-admins = ["dt-admin"]
-[erp]
-base_url = "{self.erp.url}"
-[approvals.purchase_order]
-process_code = "{PO_PROCESS}"
-[approvals.replenishment]
-process_code = "{RPL_PROCESS}"
-[log]
-level = "WARNING"
-[users]
-"u1001" = "dt-buyer"
-"u1002" = "dt-keeper"
-"""
+        return bridge_config(self.database_url, self.port, self.sandbox.url, self.erp.url)
 
     async def start(self) -> None:
         """Start `approval-bridge run` pinned to the service's core, and wait until it is ready."""
