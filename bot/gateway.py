@@ -25,6 +25,9 @@ TERMINATE_GRACE_S = 15.0
 """DingTalk refuses to terminate an instance younger than 15 s (spec section 3.3)."""
 FIND_MARGIN = dt.timedelta(minutes=10)
 """How far before `received_at` to look for a lost instance (clock skew, queueing)."""
+REFERENCES_KEPT = 20_000
+"""Instances whose bridge reference this process remembers (a few MB), so a lookup after a
+crash fetches each listed instance once, not once per lost create."""
 _STATUS_REFUSED = "aflowProcessInstStatusException"
 _NOT_FOUND = frozenset({"aflowProcessInstNotExist", "processInstanceNotExist"})
 _FINISHED = ("COMPLETED", "TERMINATED")
@@ -60,6 +63,8 @@ class DingTalkGateway:
         # When this process created an instance: the 15-s rule needs seconds, and DingTalk's
         # createTime has minutes only (spec section 3.2).
         self._born: OrderedDict[str, float] = OrderedDict()
+        # The reference in each instance's form ("" for none): it never changes once raised.
+        self._references: OrderedDict[str, str] = OrderedDict()
 
     def process(self, doc_type: DocType) -> ProcessConfig:
         """The configured template for a document type; `Permanent` when it has no code."""
@@ -107,6 +112,7 @@ class DingTalkGateway:
                 break
             del self._born[oldest]
         self._born[instance_id] = now
+        self._remember(instance_id, request.reference)
         return instance_id
 
     async def find_instance(self, request: InstanceRequest) -> str | None:
@@ -121,14 +127,26 @@ class DingTalkGateway:
                 process.process_code, _ms(since), None, token, user_ids=user_ids
             )
             for instance_id in ids:
-                detail = await self._client.get_instance(instance_id)
-                values = detail.get("formComponentValues") or []
-                if any(
-                    v.get("name") == label and v.get("value") == request.reference for v in values
-                ):
+                if await self._reference_of(instance_id, label) == request.reference:
                     return instance_id
             if token is None:
                 return None
+
+    async def _reference_of(self, instance_id: str, label: str) -> str:
+        """The bridge reference in an instance's form, fetched once per process."""
+        known = self._references.get(instance_id)
+        if known is not None:
+            return known
+        detail = await self._client.get_instance(instance_id)
+        values = detail.get("formComponentValues") or []
+        found = next((str(v.get("value")) for v in values if v.get("name") == label), "")
+        self._remember(instance_id, found)
+        return found
+
+    def _remember(self, instance_id: str, reference: str) -> None:
+        self._references[instance_id] = reference
+        if len(self._references) > REFERENCES_KEPT:
+            self._references.popitem(last=False)
 
     async def terminate_instance(self, instance_id: str, reason: str) -> None:
         """Terminate a running instance; a finished one is done; a young one is retried later."""
