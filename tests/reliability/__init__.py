@@ -1,1 +1,1 @@
-"""The reliability suite: crashes, injected faults, hostile input and replicas (docs/reliability.md)."""
+"""The reliability suite: crashes, faults, hostile input and replicas (docs/reliability.md)."""
