@@ -117,6 +117,32 @@ async def test_error_rate_answers_5xx(session: aiohttp.ClientSession) -> None:
         assert stats["calls"]["total"]["faults"] == 2
 
 
+async def test_throttle_rate_answers_as_the_qps_limit_does(session: aiohttp.ClientSession) -> None:
+    async with Sandbox(fast(monthly_quota=100)) as sandbox:
+        api = Api(session, sandbox.url)
+        await api.login()
+        status, faults = await control(session, sandbox.url, {"throttleRate": 1})
+        assert status == 200 and isinstance(faults, dict) and faults["throttleRate"] == 1
+        status, body = await api.call("GET", GET, params={"processInstanceId": "x"})
+        assert (status, body["code"]) == (403, QPS_CODE)
+        assert set(body) == {"code", "message", "requestid"}
+        old = await api.call("POST", WORK, NOTICE, params={"access_token": api.token}, auth=False)
+        assert old[0] == 200 and old[1]["errcode"] == 90018
+        stats = await sandbox.stats()
+        # Refused before it ran, like a real throttle: no quota used.
+        assert stats["limits"]["usedThisMonth"] == 0
+        assert stats["calls"]["total"]["throttled"] == 2
+        await sandbox.set_faults(throttle_rate=0.5)
+        codes = [
+            (await api.call("GET", GET, params={"processInstanceId": "x"}))[1]["code"]
+            for _ in range(40)
+        ]
+        assert 5 < codes.count(QPS_CODE) < 35
+        assert codes.count("processInstanceNotExist") == 40 - codes.count(QPS_CODE)
+        await control(session, sandbox.url, {"reset": True})
+        assert (await sandbox.faults())["throttleRate"] == 0
+
+
 async def test_latency_and_hangs(session: aiohttp.ClientSession) -> None:
     async with Sandbox(fast()) as sandbox:
         api = Api(session, sandbox.url)
@@ -149,7 +175,13 @@ async def test_token_invalidation_as_a_fault(session: aiohttp.ClientSession) -> 
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
-    [({"errorRate": 2}, "error_rate"), ({"bogus": 1}, "unknown"), ({"qps": 0}, "qps")],
+    [
+        ({"errorRate": 2}, "error_rate"),
+        ({"throttleRate": -0.1}, "throttle_rate"),
+        ({"dropEvery": 0}, "drop_every"),
+        ({"bogus": 1}, "unknown"),
+        ({"qps": 0}, "qps"),
+    ],
 )
 async def test_bad_fault_settings_are_refused(
     session: aiohttp.ClientSession, body: dict[str, object], fragment: str

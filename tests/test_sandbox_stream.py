@@ -168,6 +168,46 @@ async def test_periodic_disconnects(session: aiohttp.ClientSession) -> None:
         assert (await sandbox.stats())["stream"]["disconnects"] == 1
 
 
+async def test_a_cut_connection_redelivers_its_unacked_events(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with Sandbox(fast(ack_timeout=30)) as sandbox:
+        api = Api(session, sandbox.url)
+        await api.login()
+        async with RawStream(session, sandbox.url, EVENTS) as stream:
+            await api.create()
+            unacked = [await stream.frame("EVENT"), await stream.frame("EVENT")]
+            async with session.post(f"{sandbox.url}/sandbox/connections/drop") as resp:
+                assert await resp.json() == {"dropped": 1}
+            assert stream.ws is not None
+            msg = await stream.ws.receive(timeout=3)
+            # No disconnect frame, no close handshake: the socket is just gone.
+            assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR), msg
+        started = time.monotonic()
+        async with RawStream(session, sandbox.url, EVENTS) as again:
+            frames = [await again.frame("EVENT"), await again.frame("EVENT")]
+            for frame in frames:
+                await again.ack(frame)
+            events = await sandbox.wait_events_settled(5)
+        # Redelivered when the cut was noticed, not after the 30-s ACK timeout.
+        assert time.monotonic() - started < 5
+        ids = {f["headers"]["eventId"] for f in unacked}
+        assert {f["headers"]["eventId"] for f in frames} == ids
+        assert [e["deliveries"] for e in events] == [2, 2]
+        stats = await sandbox.stats()
+        assert stats["stream"]["drops"] == 1 and stats["stream"]["disconnects"] == 0
+
+
+async def test_periodic_drops(session: aiohttp.ClientSession) -> None:
+    options = fast(faults=FaultOptions(drop_every=0.2))
+    async with Sandbox(options) as sandbox, RawStream(session, sandbox.url, EVENTS) as stream:
+        assert stream.ws is not None
+        msg = await stream.ws.receive(timeout=3)
+        assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        assert (await sandbox.stats())["stream"]["drops"] == 1
+        await sandbox.set_faults(drop_every=None)
+
+
 async def test_dropped_events_are_never_delivered(session: aiohttp.ClientSession) -> None:
     options = fast(faults=FaultOptions(event_drop_rate=1.0))
     async with Sandbox(options) as sandbox, RawStream(session, sandbox.url, EVENTS) as stream:

@@ -39,6 +39,8 @@ class Connection:
     """A `disconnect` was sent: no new pushes go here."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     pongs: int = 0
+    transport: asyncio.BaseTransport | None = None
+    """The TCP connection under the websocket, to cut it without a close frame."""
 
     def to_json(self) -> dict[str, Any]:
         """The connection for the stats."""
@@ -67,6 +69,7 @@ class GatewayStats:
     unmatched_acks: int = 0
     pings: int = 0
     disconnects: int = 0
+    drops: int = 0
 
 
 def ack_ok(ack: dict[str, Any]) -> bool:

@@ -24,12 +24,14 @@ _FORM = "application/x-www-form-urlencoded"
 FAULT_NAMES = {
     "errorRate": "error_rate",
     "errorStatus": "error_status",
+    "throttleRate": "throttle_rate",
     "latency": "latency",
     "hangRate": "hang_rate",
     "holdCreateReply": "hold_create_reply",
     "hangSeconds": "hang_seconds",
     "eventDropRate": "event_drop_rate",
     "disconnectEvery": "disconnect_every",
+    "dropEvery": "drop_every",
     "tokenInvalidateEvery": "token_invalidate_every",
 }
 LIMIT_NAMES = {"qps": "qps", "monthlyQuota": "monthly_quota"}
@@ -261,6 +263,12 @@ async def invalidate_token(request: web.Request) -> web.Response:
 async def disconnect(request: web.Request) -> web.Response:
     """Send `disconnect` to every stream connection; each closes after the delay."""
     return web.json_response({"disconnected": _core(request).gateway.disconnect_all()})
+
+
+@routes.post("/sandbox/connections/drop")
+async def drop(request: web.Request) -> web.Response:
+    """Cut every stream connection at once, without `disconnect` (unacked pushes redeliver)."""
+    return web.json_response({"dropped": _core(request).gateway.drop_all()})
 
 
 @routes.get("/sandbox/callback")

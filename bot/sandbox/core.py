@@ -80,7 +80,7 @@ class SandboxCore:
     def set_faults(self, **changes: Any) -> FaultOptions:
         """Change fault settings at run time (ValueError for bad values)."""
         self.faults = dataclasses.replace(self.faults, **changes)
-        if {"disconnect_every", "token_invalidate_every"} & changes.keys():
+        if {"disconnect_every", "drop_every", "token_invalidate_every"} & changes.keys():
             self._restart_chaos()
         return self.faults
 
@@ -134,6 +134,10 @@ class SandboxCore:
         if every is not None:
             action = self.gateway.disconnect_all
             self._chaos.append(loop.create_task(_periodic(every, action), name="disconnects"))
+        every = self.faults.drop_every
+        if every is not None:
+            cut = self.gateway.drop_all
+            self._chaos.append(loop.create_task(_periodic(every, cut), name="drops"))
         every = self.faults.token_invalidate_every
         if every is not None:
             expire = self.tokens.invalidate

@@ -76,6 +76,7 @@ class Gateway:
         ws = web.WebSocketResponse(timeout=2.0, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         conn = Connection(uuid.uuid4().hex, ticket.client_id, ticket.topics, ws, self._clock())
+        conn.transport = request.transport
         self.connections[conn.conn_id] = conn
         self.stats.connections_opened += 1
         self._changed.set()
@@ -151,6 +152,25 @@ class Gateway:
     def disconnect_all(self, reason: str = "connection is expired") -> int:
         """Disconnect every connection; how many were told."""
         return sum(self.disconnect(c, reason) for c in list(self.connections.values()))
+
+    def drop(self, conn: Connection) -> bool:
+        """Cut a connection as a network failure would: no `disconnect`, no close frame."""
+        transport = conn.transport
+        if conn.ws.closed or transport is None or transport.is_closing():
+            return False
+        self.stats.drops += 1
+        conn.draining = True
+        self._changed.set()
+        # abort(): the socket goes at once, unsent data is discarded, the peer sees a reset.
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.abort()
+        else:
+            transport.close()
+        return True
+
+    def drop_all(self) -> int:
+        """Cut every connection; how many were cut."""
+        return sum(self.drop(c) for c in list(self.connections.values()))
 
     def to_json(self) -> dict[str, Any]:
         """Counters and open connections."""

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 
 from bot.sandbox.core import SandboxCore
 from bot.sandbox.errors import ApiError, ControlError, OapiError
-from bot.sandbox.limits import Outcome
+from bot.sandbox.limits import Outcome, Verdict
 
 log = logging.getLogger(__name__)
 CORE = web.AppKey("sandbox_core", SandboxCore)
@@ -107,17 +107,16 @@ async def dingtalk(request: web.Request, handler: Handler) -> web.StreamResponse
             return fault
         app_key = await _authenticate(core, spec, request)
         if spec.throttled:
-            verdict = core.limiter.admit(app_key, spec.name, counted=not spec.token_call)
+            rate = core.faults.throttle_rate
+            injected = bool(rate) and core.rng.random() < rate
+            verdict: Verdict = (
+                "qps"
+                if injected
+                else core.limiter.admit(app_key, spec.name, counted=not spec.token_call)
+            )
             if verdict == "qps":
                 outcome = "throttled"
-                if spec.old:
-                    return old_error(90018, "当前企业对应的应用调用该接口超过限流阈值", rid)
-                return new_error(
-                    "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
-                    "调用该接口触发了应用维度限流, 请稍后重试",
-                    403,
-                    rid,
-                )
+                return _throttled(spec, rid)
             if verdict == "quota":
                 outcome = "quota"
                 if spec.old:
@@ -141,6 +140,18 @@ async def dingtalk(request: web.Request, handler: Handler) -> web.StreamResponse
         return new_error("systemError", "系统错误", 500, rid)
     finally:
         core.calls.record(spec.name, outcome)
+
+
+def _throttled(spec: ApiSpec, rid: str) -> web.Response:
+    """DingTalk's answer to a call over the per-app, per-API QPS limit (spec section 8.2)."""
+    if spec.old:
+        return old_error(90018, "当前企业对应的应用调用该接口超过限流阈值", rid)
+    return new_error(
+        "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+        "调用该接口触发了应用维度限流, 请稍后重试",
+        403,
+        rid,
+    )
 
 
 async def _other(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -27,6 +27,10 @@ class FaultOptions:
     error_rate: float = 0.0
     """Fraction of OpenAPI calls answered with `error_status` (a 5xx) before any other check."""
     error_status: int = 500
+    throttle_rate: float = 0.0
+    """Fraction of authenticated OpenAPI calls refused as throttled, as DingTalk answers a call
+    over its QPS limit (403 `Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`, old errcode
+    90018); like a real refusal it runs nothing and uses none of the monthly quota."""
     latency: float = 0.0
     """Seconds added to every OpenAPI call."""
     hang_rate: float = 0.0
@@ -36,6 +40,9 @@ class FaultOptions:
     """Fraction of events never delivered (recorded as `dropped`)."""
     disconnect_every: float | None = None
     """Send `disconnect` to every stream connection every N seconds."""
+    drop_every: float | None = None
+    """Cut every stream connection every N seconds without a word (a network failure): pushes
+    still waiting for their ACK are redelivered on another connection."""
     token_invalidate_every: float | None = None
     """Invalidate every access token every N seconds."""
     hold_create_reply: float = 0.0
@@ -43,14 +50,14 @@ class FaultOptions:
     transit, the window in which a client that dies has raised an instance it never recorded."""
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "hang_rate", "event_drop_rate"):
+        for name in ("error_rate", "throttle_rate", "hang_rate", "event_drop_rate"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.error_status not in (500, 502, 503, 504):
             raise ValueError("error_status must be 500, 502, 503 or 504")
         _non_negative(self, "latency", "hang_seconds", "hold_create_reply")
-        _positive_or_none(self, "disconnect_every", "token_invalidate_every")
+        _positive_or_none(self, "disconnect_every", "drop_every", "token_invalidate_every")
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,10 @@ class Sandbox:
         """Send `disconnect` to every stream connection."""
         return await self._run(self.state.gateway.disconnect_all)
 
+    async def drop_all(self) -> int:
+        """Cut every stream connection without a word; unacked pushes are redelivered."""
+        return await self._run(self.state.gateway.drop_all)
+
     async def deliver_chat(
         self,
         sender: str,
