@@ -15,8 +15,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from approvals.models import DocType
+from bot.logs import MASK, MIN_SECRET_LEN
 from bot.settings import (
     ENVIRONMENT,
+    SECRET_PATHS,
     KeyPath,
     LoadResult,
     Problem,
@@ -65,12 +67,25 @@ def run_check(
     env = os.environ if environ is None else environ
     problems = check(path, env)
     if problems:
-        err.write(format_report(problems) + "\n")
+        err.write(_masked(format_report(problems), env) + "\n")
         return 1
     file = config_file(path, env)
     note = "" if file.is_file() else " (no such file: defaults and environment only)"
     out.write(f"configuration OK: {file}{note}\n")
     return 0
+
+
+def _masked(report: str, environ: Mapping[str, str]) -> str:
+    """The report with every secret given in the environment masked.
+
+    A value refused for a key is quoted back to help; were a secret pasted into the wrong key
+    as well, that would print it.
+    """
+    for path in SECRET_PATHS:
+        value = environ.get(env_var(path), "").strip()
+        if len(value) >= MIN_SECRET_LEN:
+            report = report.replace(value, MASK)
+    return report
 
 
 def _tally(problems: Sequence[Problem]) -> str:
@@ -191,7 +206,7 @@ def _check_database(url: str, found: _Findings) -> None:
     fix = "use sqlite+aiosqlite:///path/to/bridge.db or postgresql+asyncpg://user@host/db"
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         found.at(("database", "url"), "not a database URL", fix)
         return
     if parsed.drivername not in DATABASE_DRIVERS:

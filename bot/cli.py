@@ -11,8 +11,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from approvals import failpoints
 from approvals.db.engine import Database
 from approvals.db.migrate import status, upgrade
@@ -22,6 +20,8 @@ from bot import logs
 from bot.app import SchemaOutdated, create_app
 from bot.dingtalk import StartupError
 from bot.heap import settle_heap
+from bot.metrics import METRICS
+from bot.server import serve
 from bot.settings import Settings, load_or_exit
 
 
@@ -187,14 +187,14 @@ def _run(settings: Settings) -> int:
         # Here rather than in create_app: tests build many apps in one process, and frozen
         # objects are never collected.
         app.on_startup.append(settle_heap)
-        # run_app handles SIGINT and SIGTERM: stop accepting, finish in-flight work, clean up.
-        web.run_app(
-            app,
-            host=settings.http.host,
-            port=settings.http.port,
-            print=lambda text: print(text, file=sys.stderr),
-            shutdown_timeout=15,
-            access_log=None,
+        # Until SIGINT or SIGTERM: stop accepting, finish in-flight work, clean up.
+        asyncio.run(
+            serve(
+                app,
+                settings.http,
+                lambda text: print(f"approval-bridge run: {text}", file=sys.stderr),
+                app[METRICS].connection_cut,
+            )
         )
     except (SchemaOutdated, StartupError) as exc:
         print(f"approval-bridge run: {exc}", file=sys.stderr)

@@ -99,6 +99,13 @@ class Metrics:
             "Decisions and withdrawals applied by reconciliation because their event was missed.",
             registry=reg,
         )
+        self.connections_cut = Counter(
+            f"{NS}_http_connections_cut",
+            "HTTP connections cut by the server's guards: limit (past http.max_connections), "
+            "header_timeout, body_timeout.",
+            ["reason"],
+            registry=reg,
+        )
         self.snapshot = Snapshot()
         reg.register(_SnapshotCollector(self))
         self._audit_seen: int | None = None
@@ -107,6 +114,10 @@ class Metrics:
     def erp_event(self, event_type: str, outcome: str) -> None:
         """Observer for `ErpWebhook`: one delivery answered."""
         self.erp_events.labels(event_type, outcome).inc()
+
+    def connection_cut(self, reason: str) -> None:
+        """Observer for the HTTP server: one connection cut (`bot.server`)."""
+        self.connections_cut.labels(reason).inc()
 
     def job_done(self, job: JobRow, outcome: str) -> None:
         """Observer for `JobRunner`: one run of a job ended (`done`, `retry` or `parked`)."""

@@ -37,6 +37,14 @@ class HttpConfig(core.CoreModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Open connections at most; one more is answered 503 and closed at once."""
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """A new connection must deliver its request head within this, else it is closed."""
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """A request body must be complete this long after its head, else 408 and closed."""
+    keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """An idle kept-alive connection is closed after this (and the next head must be in)."""
 
 
 class DingTalkConfig(core.CoreModel):

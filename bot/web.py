@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
 from bot.keys import DATABASE, STREAM, WEBHOOK
+from bot.server import BodyTimeout
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,29 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.empty_body or exc.status < 400:
             raise
         return web.json_response({"error": exc.reason.lower().replace(" ", "_")}, status=exc.status)
+    except web.RequestPayloadError as exc:
+        # A body aiohttp cannot decode (broken gzip or chunked framing): the client's fault.
+        reason = " ".join(str(exc.__cause__ or exc).split())
+        log.info("unreadable body on %s %s: %s", request.method, request.path, reason)
+        details = [{"loc": [], "msg": "the body cannot be decoded (Content-Encoding or framing)"}]
+        return web.json_response(
+            {"error": "invalid_payload", "details": details},
+            status=400,
+            headers={"Connection": "close"},
+        )
+    except BodyTimeout:
+        # The client sent its body too slowly (bot.server); nothing was stored.
+        return web.json_response(
+            {"error": "request_timeout"}, status=408, headers={"Connection": "close"}
+        )
+    except ConnectionResetError:
+        if request.transport is not None and not request.transport.is_closing():
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return web.json_response({"error": "internal"}, status=500)
+        # The client hung up mid-request (aiohttp fails body reads so): not our error, and
+        # the answer goes nowhere. Logged quietly, or any client could fill the log.
+        log.debug("client left during %s %s", request.method, request.path)
+        return web.json_response({"error": "client_disconnected"}, status=400)
     except DBAPIError:
         log.exception("database error on %s %s", request.method, request.path)
         return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "5"})

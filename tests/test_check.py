@@ -193,3 +193,26 @@ def test_unknown_form_field_keys_are_named(tmp_path: Path) -> None:
     problems = {p.key: p for p in check(write(tmp_path, text), SECRETS)}
     assert set(problems) == {"approvals.purchase_order.fields.suplier"}
     assert "supplier" in problems["approvals.purchase_order.fields.suplier"].fix
+
+
+def test_a_database_url_with_a_bad_port_is_reported_not_a_crash(tmp_path: Path) -> None:
+    bad_port = {"APPROVAL_BRIDGE__DATABASE__URL": "postgresql+asyncpg://b:pw@host:x/db"}
+    [problem] = check(write(tmp_path, VALID), SECRETS | bad_port)
+    assert (problem.key, problem.message) == (
+        "APPROVAL_BRIDGE__DATABASE__URL",
+        "not a database URL",
+    )
+    assert "pw" not in str(problem)
+
+
+def test_a_secret_pasted_into_another_key_is_masked_in_the_report(tmp_path: Path) -> None:
+    secret = "s3cret-value-1234"
+    environ = SECRETS | {
+        "APPROVAL_BRIDGE__DINGTALK__APP_SECRET": secret,
+        "APPROVAL_BRIDGE__HTTP__PORT": secret,
+    }
+    code, _, err = run(write(tmp_path, VALID), environ)
+    assert code == 1
+    assert "APPROVAL_BRIDGE__HTTP__PORT: error: Input should be a valid integer" in err
+    assert secret not in err
+    assert "(got '***')" in err
