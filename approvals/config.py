@@ -20,6 +20,9 @@ class DatabaseConfig(CoreModel):
     pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """FULL survives power loss; NORMAL (faster) survives process crashes only."""
+    lock_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How long a statement waits for a lock another connection holds before it fails (SQLite's
+    busy timeout, PostgreSQL's lock_timeout): the webhook then answers 503, jobs retry."""
 
 
 class ProcessConfig(CoreModel):

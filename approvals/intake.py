@@ -100,7 +100,7 @@ class IntakeService:
             return
         try:
             results = await self._apply_with_retry([event for event, _ in live])
-        except (DBAPIError, OSError) as exc:
+        except (DBAPIError, OSError) as exc:  # OSError: TimeoutError (no turn to write) too
             log.warning("intake: %d events not stored: %s", len(live), exc)
             results = [StorageUnavailable(f"storage unavailable: {type(exc).__name__}")] * len(live)
         except Exception:
@@ -149,7 +149,10 @@ class IntakeService:
     async def _apply(self, events: Sequence[Event]) -> list[IntakeResult]:
         now = self._clock.now()
         lock = not self._db.is_sqlite
-        return await self._db.write_sync(lambda conn: _apply_batch(conn, events, now, lock))
+        # An ERP waits on the answer: never queue behind every other writer of a locked file.
+        return await self._db.write_sync(
+            lambda conn: _apply_batch(conn, events, now, lock), lock_wait_s=self._db.lock_timeout_s
+        )
 
 
 def _apply_batch(

@@ -125,6 +125,10 @@ class JobRunner:
                     claimed = await self._claim(take, full)
                 except (DBAPIError, OSError) as exc:
                     log.warning("jobs: cannot claim: %s", exc)
+                except Exception:
+                    # Anything else (a pool timeout, a bug) must not end the one claim loop:
+                    # every job would wait for ever. Try again at the next poll.
+                    log.exception("jobs: claiming failed unexpectedly")
             for job in claimed:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.kind}-{job.id}")
                 self._tasks[task] = job

@@ -130,7 +130,7 @@ class WriteBackHandler:
         row = await repo.get_revision(conn, job.approval_id, job.revision)
         if row is None or row.state is not State.WRITING_BACK:
             return
-        await repo.move(
+        if not await repo.move(
             conn,
             row.approval_id,
             row.revision,
@@ -140,7 +140,8 @@ class WriteBackHandler:
             ACTOR,
             {"error": error},
             last_error=error,
-        )
+        ):
+            return  # another run of this job parked it (and told the admins) meanwhile
         text = (
             f"Write-back of {row.doc_no} (revision {row.revision}) failed: {error}. "
             f"Use `retry {row.doc_no}` once fixed."

@@ -132,7 +132,10 @@ class ErpWebhook:
             result = await self._intake.submit(event)
         except (Overloaded, StorageUnavailable) as exc:
             retry = {"Retry-After": str(exc.retry_after)}
-            return _Answer(503, {"error": "overloaded"}, retry, event.type)
+            refusal = {"error": "overloaded"}
+            if isinstance(exc, StorageUnavailable):
+                refusal["reason"] = "storage_unavailable"  # the database, not the queue: see logs
+            return _Answer(503, refusal, retry, event.type)
         if result.outcome is Outcome.STALE_REVISION:
             stale = {"error": "stale_revision", "approval_id": result.approval_id}
             return _Answer(409, stale, None, event.type)

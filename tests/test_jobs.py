@@ -7,7 +7,10 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -195,3 +198,28 @@ async def test_a_backlog_of_one_kind_leaves_workers_for_the_others(db: Database)
         assert running.count("slow") == int(8 * KIND_SHARE)
         release.set()
         await until(lambda: running.count("slow") == 40)
+
+
+async def test_the_claim_loop_outlives_any_failure_to_claim(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that fails with no DBAPI error (a pool timeout, a bug) must not end the loop:
+    every job would then wait for ever, with nothing but a log line at shutdown to tell."""
+    failures: list[Exception] = [
+        sa_exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached"),
+        RuntimeError("a bug in claiming"),
+    ]
+    real_claim = job_repo.claim
+
+    async def flaky_claim(*args: Any, **kwargs: Any) -> list[JobRow]:
+        if failures:
+            raise failures.pop(0)
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(job_repo, "claim", flaky_claim)
+    handler = Scripted([])
+    await enqueue(db)
+    async with JobRunner(db, SystemClock(), FAST, {"k": handler}).running():
+        await until(lambda: handler.runs == [1])
+    assert failures == []
+    assert await rows(db) == []

@@ -538,6 +538,27 @@ async def test_slow_mode_delays_then_answers_normally(
     assert time.monotonic() - started < 0.3
 
 
+async def test_stop_listening_refuses_connections_then_listen_serves_the_same_address(
+    erp: ReferenceErp, bridge: Bridge, client: aiohttp.ClientSession
+) -> None:
+    erp.submit_order(po())
+    url = erp.url
+    # A kept-alive connection from before must not survive: the ERP is down, not just deaf.
+    assert (await write_back(client, erp, decision("PO-2026-000123"), key="k-0"))[0] == 200
+    await erp.stop_listening()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await write_back(client, erp, decision("PO-2026-000123"), key="k-1")
+    erp.stock_alert(ALERT)  # events still go out while the ERP's listener is down
+    await erp.wait_delivered()
+    assert bridge.event_ids()[-1] == erp.events[-1].event_id
+    await erp.listen()
+    assert erp.url == url
+    assert (await write_back(client, erp, decision("PO-2026-000123"), key="k-2"))[0] == 200
+    assert [w.idempotency_key for w in erp.write_backs] == ["k-0", "k-2"]
+    with pytest.raises(RuntimeError, match="already listening"):
+        await erp.listen()
+
+
 async def test_faults_over_http(erp: ReferenceErp, client: aiohttp.ClientSession) -> None:
     erp.submit_order(po())
     async with client.post(f"{erp.url}/ref/faults", json={"mode": "error", "fail_next": 1}) as r:

@@ -20,15 +20,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 
 from approvals.config import DatabaseConfig
 from approvals.db.engine import Database
+from approvals.db.jobs import JobRow
 from approvals.db.repo import RevisionRow
-from approvals.db.tables import job, metadata
+from approvals.db.tables import approval, job, metadata, revision
 from approvals.errors import Conflict, NotFound, Permanent, Retryable
-from approvals.ports import Notice
+from approvals.notices import NOTIFY
+from approvals.ports import Notice, SystemClock, WriteBack, WriteBackReceipt
 from approvals.states import State
+from approvals.writeback import WRITE_BACK, WriteBackHandler
 from bot.keys import DECISIONS, JOBS
 from erp_adapter import http
 from erp_adapter.config import ErpConfig
@@ -452,6 +455,65 @@ async def test_rejected_replenishment_raises_no_requisition(db_url: str) -> None
     )
     assert erp.requisitions == []
     assert done.erp_ref is None, "the ERP acknowledged without a reference"
+
+
+class _NoErp:
+    """An ERP that must not be called."""
+
+    async def write_back(self, result: WriteBack) -> WriteBackReceipt:
+        raise AssertionError("not called when parking")
+
+
+async def test_two_runs_parking_one_write_back_tell_admins_once(db_url: str) -> None:
+    """Two runs of one job (its lease ran out under a slow ERP, or two replicas) may park it
+    at the same moment; only the run that moved the revision to failed tells the admins."""
+    db = Database.from_config(DatabaseConfig(url=db_url))
+    try:
+        if db.is_sqlite:
+            pytest.skip("SQLite has one writer: two parking transactions cannot interleave")
+        now = dt.datetime.now(dt.UTC)
+        async with db.write() as conn:
+            await conn.execute(
+                insert(approval).values(
+                    id="apv-race",
+                    doc_type="purchase_order",
+                    doc_no="PO-RACE",
+                    current_revision=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                insert(revision).values(
+                    approval_id="apv-race",
+                    revision=1,
+                    state=State.WRITING_BACK.value,
+                    document=order("PO-RACE"),
+                    decision="approved",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        row = JobRow(1, WRITE_BACK, "apv-race", 1, {}, 9, now)
+        handler = WriteBackHandler(db, SystemClock(), _NoErp(), dt.timedelta(hours=1))
+        async with db.engine.connect() as first, db.engine.connect() as second:
+            await first.begin()
+            await second.begin()
+            await handler.parked(first, row, "deadline passed")  # moved, not committed yet
+            # The second run reads the revision still writing back, then waits for the row.
+            racing = asyncio.create_task(handler.parked(second, row, "deadline passed"))
+            await asyncio.sleep(0.3)
+            assert not racing.done()
+            await first.commit()
+            await racing
+            await second.commit()
+        async with db.read() as conn:
+            notices = (await conn.execute(select(job.c.payload).where(job.c.kind == NOTIFY))).all()
+            state = (await conn.execute(select(revision.c.state))).scalar_one()
+    finally:
+        await db.dispose()
+    assert state == State.FAILED.value
+    assert [n.payload["kind"] for n in notices] == ["write_back_failed"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,3 +75,32 @@ async def test_sqlite_writes_are_serialized_with_the_async_writers(
         assert await _count(db) == 40
     finally:
         await db.dispose()
+
+
+async def test_sqlite_gives_up_waiting_for_its_turn_after_lock_wait_s(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """`lock_wait_s` bounds the wait behind the process's other writers; nothing is written."""
+    url = dbutil.copy_sqlite(sqlite_template, tmp_path / "bridge.db")
+    db = Database.from_config(DatabaseConfig(url=url))
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with db.write():
+            held.set()
+            await release.wait()
+
+    try:
+        task = asyncio.create_task(holder())
+        await held.wait()
+        with pytest.raises(TimeoutError, match="no turn to write"):
+            await db.write_sync(
+                lambda conn: conn.execute(insert(erp_event), [_row("late")]), lock_wait_s=0.1
+            )
+        release.set()
+        await task
+        # The turn was not taken by the one that gave up: the next writer gets it at once.
+        await db.write_sync(lambda conn: conn.execute(insert(erp_event), [_row("next")]), 0.1)
+        assert await _count(db) == 1
+    finally:
+        await db.dispose()

@@ -22,8 +22,12 @@ T = TypeVar("T")
 class Database:
     """Owns the engine; hands out read connections and write transactions."""
 
-    def __init__(self, engine: AsyncEngine, sync_engine: Engine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, sync_engine: Engine | None = None, lock_timeout_s: float = 5.0
+    ) -> None:
         self.engine = engine
+        self.lock_timeout_s = lock_timeout_s
+        """How long a write may wait for a lock (`database.lock_timeout_s`)."""
         self.is_sqlite = engine.dialect.name == "sqlite"
         # SQLite has one writer at a time: queue writers here instead of spinning on SQLITE_BUSY.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -34,7 +38,7 @@ class Database:
     @classmethod
     def from_config(cls, config: DatabaseConfig) -> Database:
         """Build the engine for a configured URL (SQLite in WAL mode, or PostgreSQL)."""
-        return cls(create_engine(config), create_sqlite_writer(config))
+        return cls(create_engine(config), create_sqlite_writer(config), config.lock_timeout_s)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -46,13 +50,20 @@ class Database:
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
 
-    async def write_sync(self, fn: Callable[[Connection], T]) -> T:
+    async def write_sync(
+        self, fn: Callable[[Connection], T], lock_wait_s: float | None = None
+    ) -> T:
         """Run `fn` in one write transaction on a synchronous connection, committed on return.
 
         For a transaction of many statements (intake's group commit). aiosqlite runs each call
         on its thread: three or four thread hops per statement, about 25 µs each. On a SQLite
         file the whole of `fn` runs on a writer thread instead (one hop per transaction); on
         PostgreSQL it runs through `run_sync` on the async connection.
+
+        With `lock_wait_s`, raises `TimeoutError` (nothing written) when SQLite's other writers
+        in this process keep the turn that long: while the file is locked or the disk is full,
+        each of them waits out its busy timeout, and a caller answering a request cannot queue
+        behind them all.
         """
         if self._sync_engine is None:
             async with self.write() as conn:
@@ -66,7 +77,12 @@ class Database:
             with engine.begin() as conn:
                 return fn(conn)
 
-        async with self._write_lock:
+        try:
+            async with asyncio.timeout(lock_wait_s):
+                await self._write_lock.acquire()
+        except TimeoutError:
+            raise TimeoutError(f"no turn to write within {lock_wait_s} s") from None
+        try:
             future = asyncio.get_running_loop().run_in_executor(self._writer, transaction)
             try:
                 return await asyncio.shield(future)
@@ -75,6 +91,8 @@ class Database:
                 # so the next writer does not meet a busy database.
                 await asyncio.wait({future})
                 raise
+        finally:
+            self._write_lock.release()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -124,6 +142,10 @@ def create_engine(config: DatabaseConfig) -> AsyncEngine:
     kwargs: dict[str, Any] = {"pool_pre_ping": not url.startswith("sqlite")}
     if url.startswith("postgresql"):
         kwargs.update(pool_size=config.pool_size, max_overflow=config.pool_size)
+        # A table locked by someone else (a migration, a manual LOCK TABLE) fails the statement
+        # after the timeout instead of holding intake, and every request behind it, for ever.
+        lock_ms = str(round(config.lock_timeout_s * 1000))
+        kwargs["connect_args"] = {"server_settings": {"lock_timeout": lock_ms}}
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine.sync_engine, config)
@@ -145,12 +167,13 @@ def create_sqlite_writer(config: DatabaseConfig) -> Engine | None:
 
 def _sqlite_pragmas(engine: Engine, config: DatabaseConfig) -> None:
     synchronous = config.sqlite_synchronous
+    busy_ms = round(config.lock_timeout_s * 1000)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -56,6 +56,7 @@ class ReferenceErp:
         self.app = create_app(self.service)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._bound_port: int | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -74,24 +75,44 @@ class ReferenceErp:
         if self._runner is not None:
             raise RuntimeError("the reference ERP is already started")
         await self.emitter.start()
+        try:
+            await self._serve(self._port)
+        except BaseException:
+            await self.emitter.close()
+            raise
+
+    async def _serve(self, port: int) -> None:
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._host, self._port).start()
+            await web.TCPSite(runner, self._host, port).start()
         except BaseException:
             await runner.cleanup()
-            await self.emitter.close()
             raise
         self._runner = runner
-        host, port = runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        host, bound = runner.addresses[0][:2]
+        self._bound_port = bound
+        self._url = f"http://{host}:{bound}" if ":" not in host else f"http://[{host}]:{bound}"
 
     async def close(self) -> None:
         """Cancel deliveries still running, close the session and stop serving."""
         await self.emitter.close()
+        await self.stop_listening()
+
+    async def stop_listening(self) -> None:
+        """Close the listener and every open connection: the ERP is down, requests to it are
+        refused. Events already emitted keep being delivered; `listen` brings it back."""
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
+
+    async def listen(self) -> None:
+        """Serve again on the address used before `stop_listening`."""
+        if self._runner is not None:
+            raise RuntimeError("the reference ERP is already listening")
+        if self._bound_port is None:
+            raise RuntimeError("the reference ERP was never started")
+        await self._serve(self._bound_port)
 
     @property
     def url(self) -> str:
