@@ -123,6 +123,8 @@ class DecisionService:
         async with self._db.write() as conn:
             if not await inbox.first_sighting(conn, report.event_key, actor, now):
                 return DecisionResult(DecisionOutcome.DUPLICATE)
+            # Before looking the instance up: its recording may be committing in another replica.
+            await inbox.lock_instance(conn, report.instance_id)
             row = await repo.find_by_instance(conn, report.instance_id)
             if row is None:
                 await inbox.hold(conn, report.instance_id, report.model_dump(mode="json"), now)

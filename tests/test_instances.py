@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,15 +13,15 @@ import pytest
 from pydantic import TypeAdapter
 from sqlalchemy import func, select, text
 
-from approvals.config import IntakeConfig, PriceConfig
+from approvals.config import DatabaseConfig, IntakeConfig, PriceConfig
 from approvals.db import repo
 from approvals.db.engine import Database
 from approvals.db.tables import audit, job, metadata, price
-from approvals.decisions import DecisionOutcome, DecisionService
-from approvals.errors import Permanent, Retryable
+from approvals.decisions import DecisionOutcome, DecisionService, apply_held
+from approvals.errors import Permanent, Retryable, Throttled
 from approvals.intake import IntakeService
 from approvals.memory import MemoryGateway
-from approvals.models import ApproverAction, DecisionReport, ErpEvent
+from approvals.models import ApproverAction, Decision, DecisionReport, ErpEvent
 from approvals.ports import InstanceRequest, SystemClock
 from approvals.states import State, Trigger
 from bot.keys import DECISIONS
@@ -58,6 +59,53 @@ class LosesReplies(MemoryGateway):
             self.lost += 1
             raise Retryable("read timeout after DingTalk created the instance")
         return instance_id
+
+
+class Flaky(MemoryGateway):
+    """Each create call fails as scripted: refused before running, lost after, or a crash-like
+    bug after creating; then works."""
+
+    def __init__(self, *script: str) -> None:
+        super().__init__()
+        self.script = list(script)
+
+    async def create_instance(self, request: InstanceRequest) -> str:
+        how = self.script.pop(0) if self.script else "ok"
+        if how == "refused":
+            raise Throttled("403 QpsLimitForAppkeyAndApi", retry_after=0.01)
+        instance_id = await super().create_instance(request)
+        if how == "lost":
+            raise Retryable("HTTP 500 after DingTalk created the instance")
+        if how == "bug":
+            raise RuntimeError("the process fell over after DingTalk created the instance")
+        return instance_id
+
+
+async def test_a_retry_looks_only_where_an_earlier_create_may_have_raised_the_instance(
+    url: str,
+) -> None:
+    gateway = Flaky("refused", "lost")
+    async with running_bridge(bridge_settings(url), gateway=gateway) as bridge:
+        approval_id = await submit(bridge, "PO-1")
+        row = await bridge.wait_state(approval_id, 1, State.PENDING)
+    [instance] = gateway.instances.values()
+    assert row.instance_id == instance.instance_id
+    # A refusal raised nothing: no lookup after it. After the lost reply, one lookup, in the
+    # window of that call only (not every instance since the order came in).
+    [windows] = gateway.finds
+    assert windows is not None and len(windows) == 1
+    start, end = windows[0]
+    assert start <= instance.created_at <= end
+    assert end - start < dt.timedelta(seconds=15)
+
+
+async def test_a_retry_after_an_unaccounted_failure_looks_everywhere(url: str) -> None:
+    gateway = Flaky("bug")
+    async with running_bridge(bridge_settings(url), gateway=gateway) as bridge:
+        approval_id = await submit(bridge, "PO-1")
+        await bridge.wait_state(approval_id, 1, State.PENDING)
+    assert len(gateway.instances) == 1
+    assert gateway.finds == [None]  # as after a crash: the attempt left no note
 
 
 class Gated(MemoryGateway):
@@ -138,6 +186,57 @@ async def test_a_decision_heard_before_the_instance_is_recorded_is_held_then_app
         approval_id = await submit(bridge, "PO-1")
         row = await bridge.wait_state(approval_id, 1, State.WRITING_BACK)
         assert row.decision == "approved"
+
+
+async def test_a_decision_heard_in_one_replica_while_another_records_its_instance_is_applied(
+    url: str,
+) -> None:
+    """Replicas race: B hears the decision while A's transaction recording the instance is open.
+
+    Whichever commits first, the decision must end applied, never held for good.
+    """
+
+    class NeverReplies(MemoryGateway):
+        async def create_instance(self, request: InstanceRequest) -> str:
+            await asyncio.Event().wait()  # the create job stays in flight: A records by hand
+            raise AssertionError("unreachable")
+
+    async with running_bridge(bridge_settings(url), gateway=NeverReplies()) as bridge:
+        approval_id = await submit(bridge, "PO-RACE")
+        await bridge.wait_state(approval_id, 1, State.SUBMITTING)
+        other = Database.from_config(DatabaseConfig(url=url))  # replica B
+        decisions = DecisionService(other, SystemClock(), PriceConfig())
+        report = DecisionReport(
+            instance_id="inst-race",
+            decision=Decision.APPROVED,
+            decided_at=dt.datetime.now(dt.UTC),
+            event_key="evt-race",
+        )
+        try:
+            heard: asyncio.Task[Any] | None = None
+            async with bridge.db.write() as conn:  # replica A, as CreateInstanceHandler._record
+                now = dt.datetime.now(dt.UTC)
+                assert await repo.move(
+                    conn,
+                    approval_id,
+                    1,
+                    State.SUBMITTING,
+                    Trigger.INSTANCE_CREATED,
+                    now,
+                    "bridge",
+                    instance_id="inst-race",
+                )
+                pending = await repo.get_revision(conn, approval_id, 1)
+                assert pending is not None
+                assert await apply_held(conn, pending, now, PriceConfig()) is None
+                heard = asyncio.create_task(decisions.apply(report))
+                await asyncio.sleep(0.5)  # B decides while A has not committed
+            result = await heard
+        finally:
+            await other.dispose()
+        assert result.outcome is DecisionOutcome.APPLIED
+        decided = await bridge.revision(approval_id, 1)
+        assert decided.decision == "approved"
 
 
 async def test_the_same_decision_event_twice_is_applied_once(bridge: Bridge) -> None:
