@@ -69,8 +69,13 @@ class Scheduler:
                     log.exception("scheduled job %s failed; it runs again next tick", name)
 
         trigger = IntervalTrigger(minutes=minutes, start_date=EPOCH, timezone=dt.UTC)
-        first = {"next_run_time": self._clock.now()} if run_now else {}
-        self._scheduler.add_job(guarded, trigger, id=name, name=name, **first)
+        self._scheduler.add_job(guarded, trigger, id=name, name=name)
+        if run_now:
+            # A job of its own: a first run time on the interval job would become the origin of
+            # its later ticks, off the shared boundaries.
+            self._scheduler.add_job(
+                guarded, "date", run_date=self._clock.now(), id=f"{name}:now", name=name
+            )
 
     async def _claim(self, name: str, tick: int) -> bool:
         """Take this tick of `name` for this replica; False when another took it first."""

@@ -72,3 +72,16 @@ def test_ticks_fall_on_shared_boundaries() -> None:
     assert tick_of(start, 5) == 1000
     assert tick_of(start + dt.timedelta(minutes=4, seconds=58), 5) == 1000
     assert tick_of(start + dt.timedelta(minutes=4, seconds=59, microseconds=500_000), 5) == 1001
+
+
+async def test_a_first_run_at_start_keeps_later_ticks_on_the_boundaries(db: Database) -> None:
+    scheduler = Scheduler(db, "Asia/Shanghai")
+
+    async def job() -> None:
+        return None
+
+    scheduler.every("aligned", minutes=5, job=job, run_now=True)
+    async with scheduler.running():
+        interval = scheduler._scheduler.get_job("aligned")
+        seconds = (interval.next_run_time - EPOCH).total_seconds()
+    assert seconds % 300 == 0
