@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
@@ -79,6 +80,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], JobRow] = {}
         self._stopping = False
+        self._renewed = 0.0
         self.idle = asyncio.Event()
 
     def wake(self) -> None:
@@ -129,6 +131,7 @@ class JobRunner:
                     # Anything else (a pool timeout, a bug) must not end the one claim loop:
                     # every job would wait for ever. Try again at the next poll.
                     log.exception("jobs: claiming failed unexpectedly")
+            await self._renew_leases()
             for job in claimed:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.kind}-{job.id}")
                 self._tasks[task] = job
@@ -140,7 +143,29 @@ class JobRunner:
             if claimed and len(claimed) == take:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.poll_interval_s)
+                # Woken at least a third of a lease apart, so leases are renewed in time.
+                wait = min(self._config.poll_interval_s, self._config.lease_s / 3)
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of running jobs ahead of the clock, a third of a lease at a time.
+
+        A job can run longer than its lease (waiting its turn under DingTalk's rate limit, a
+        slow ERP): without renewal another replica would claim it while it is still running
+        here, and both would raise an instance.
+        """
+        lease = self._config.lease_s
+        now = time.monotonic()
+        if not self._tasks or now - self._renewed < lease / 3:
+            return
+        self._renewed = now
+        leases = [(job.id, job.attempts) for job in self._tasks.values()]
+        until = self._clock.now() + dt.timedelta(seconds=lease)
+        try:
+            async with self._db.write() as conn:
+                await job_repo.renew(conn, leases, until)
+        except Exception:
+            log.exception("jobs: could not renew %d leases", len(leases))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)

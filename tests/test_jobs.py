@@ -134,6 +134,28 @@ async def test_a_crashed_workers_lease_runs_out_and_the_job_runs_again(db: Datab
     assert again.attempts == 2  # so a handler knows an earlier run may have reached the outside
 
 
+async def test_a_job_running_past_its_lease_is_not_taken_by_another_runner(db: Database) -> None:
+    """Two replicas' runners; the job takes longer than the lease: it runs once, not twice."""
+    if db.is_sqlite:
+        pytest.skip("several replicas need PostgreSQL; SQLite serves one process")
+    await enqueue(db)
+    runs: list[int] = []
+
+    class Slow(Scripted):
+        async def run(self, row: JobRow) -> bool:
+            runs.append(row.attempts)
+            await asyncio.sleep(7)  # past the 5-s lease
+            return False
+
+    first, second = Slow([]), Slow([])
+    async with JobRunner(db, SystemClock(), FAST, {"k": first}).running():
+        await until(lambda: runs)
+        async with JobRunner(db, SystemClock(), FAST, {"k": second}).running():
+            await asyncio.sleep(7.5)
+    assert runs == [1]
+    assert await rows(db) == []
+
+
 async def test_concurrent_claimers_never_share_a_job(db: Database) -> None:
     await enqueue(db, 300)
     seen: list[int] = []

@@ -95,6 +95,11 @@ async def finish(conn: AsyncConnection, job_id: int) -> None:
     await conn.execute(delete(job).where(job.c.id == job_id))
 
 
+async def set_payload(conn: AsyncConnection, job_id: int, payload: dict[str, Any]) -> None:
+    """Replace a job's payload: what its next attempt needs to know of this one."""
+    await conn.execute(update(job).where(job.c.id == job_id).values(payload=payload))
+
+
 async def reschedule(
     conn: AsyncConnection, job_id: int, at: dt.datetime, error: str, now: dt.datetime
 ) -> None:
@@ -150,3 +155,16 @@ async def depth(conn: AsyncConnection) -> tuple[int, dt.datetime | None]:
         )
     ).one()
     return int(row[0]), row[1]
+
+
+async def renew(
+    conn: AsyncConnection, leases: Sequence[tuple[int, int]], until: dt.datetime
+) -> None:
+    """Extend the leases of jobs still running here: (id, attempts) pairs, so that a job another
+    claimer took over meanwhile (its attempts moved on) is left alone."""
+    for job_id, attempts in leases:
+        await conn.execute(
+            update(job)
+            .where(job.c.id == job_id, job.c.status == RUNNING, job.c.attempts == attempts)
+            .values(run_after=until)
+        )
