@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests import dbutil
+
 LONG = os.environ.get("APPROVAL_BRIDGE_RELIABILITY", "") == "long"
 """The long mode: the full sizes of issue 6 (`make reliability`); CI runs the reduced ones."""
 REPORT = os.environ.get("APPROVAL_BRIDGE_RELIABILITY_REPORT", "")
@@ -47,3 +49,14 @@ def figures() -> Iterator[Figures]:
             json.dumps(collected.rows, indent=2, ensure_ascii=False, default=str) + "\n",
             encoding="utf-8",
         )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's admin URL; skips (outside CI) when there is none."""
+    admin, reason = dbutil.postgres_admin_dsn()
+    if admin is None:
+        if dbutil.in_ci():
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    return admin

@@ -12,6 +12,7 @@ import contextlib
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,11 +68,23 @@ async def _follow_up(world: World, plan: Plan) -> None:
         world.erp.cancel_order(plan.doc_no, "no longer needed")
 
 
-async def approve_all(world: World, orders: list[Plan], stop: asyncio.Event) -> int:
-    """Act on running instances as their approvers would, until `stop`; decisions made."""
-    by_doc = {p.doc_no: p for p in orders}
+@contextlib.asynccontextmanager
+async def approvers(world: World, orders: list[Plan]) -> AsyncIterator[set[str]]:
+    """People deciding in DingTalk while inside; yields the ids of the instances they decided."""
     acted: set[str] = set()
-    while not stop.is_set():
+    task = asyncio.create_task(_approve(world, orders, acted))
+    try:
+        yield acted
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _approve(world: World, orders: list[Plan], acted: set[str]) -> None:
+    """Act on running instances as their approvers would, until cancelled."""
+    by_doc = {p.doc_no: p for p in orders}
+    while True:
         for instance in await world.sandbox.instances():
             iid = instance["instanceId"]
             if instance["status"] != "RUNNING" or iid in acted:
@@ -85,7 +98,6 @@ async def approve_all(world: World, orders: list[Plan], stop: asyncio.Event) -> 
             with contextlib.suppress(ControlError):
                 await decide(iid, remark="同意" if plan.approve else "价格偏高")
         await asyncio.sleep(0.3)
-    return len(acted)
 
 
 def form_value(instance: dict[str, Any], label: str) -> str | None:
@@ -105,7 +117,16 @@ async def until_settled(world: World, orders: list[Plan], wait_s: float) -> floa
             return time.monotonic() - started
         await asyncio.sleep(0.5)
     left = await unsettled(world, orders)
-    raise AssertionError(f"{len(left)} orders never settled, e.g. {left[:5]}")
+    states = await revision_states(world)
+    instances = {
+        form_value(i, REFERENCE_LABEL): (i["status"], i["result"])
+        for i in await world.sandbox.instances()
+        if form_value(i, DOC_LABEL) in left[:5]
+    }
+    shown = {doc: states.get(doc) for doc in left[:5]}
+    raise AssertionError(
+        f"{len(left)} orders never settled, e.g. {shown}; their instances: {instances}"
+    )
 
 
 async def unsettled(world: World, orders: list[Plan]) -> list[str]:

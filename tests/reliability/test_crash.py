@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.sandbox.options import SandboxOptions
 from tests.reliability.conftest import Figures, size
-from tests.reliability.drive import approve_all, check, feed, plans, until_settled
+from tests.reliability.drive import approvers, check, feed, plans, until_settled
 from tests.reliability.world import Replica, World
 
 MODES = (
@@ -62,15 +62,12 @@ async def test_sigkill_at_random_moments_and_crash_points_loses_and_duplicates_n
     started = time.monotonic()
     async with World.up(tmp_path, REDELIVERING) as world:
         [replica] = world.replicas
-        stop = asyncio.Event()
         per_second = max(5.0, count / (kills * 4.0))
-        feeding = asyncio.create_task(feed(world, orders, per_second))
-        approving = asyncio.create_task(approve_all(world, orders, stop))
-        how = await crash_repeatedly(replica, kills, rng)
-        await feeding
-        settled_s = await until_settled(world, orders, wait_s=size(180, 900))
-        stop.set()
-        decided = await approving
+        async with approvers(world, orders) as decided:
+            feeding = asyncio.create_task(feed(world, orders, per_second))
+            how = await crash_repeatedly(replica, kills, rng)
+            await feeding
+            settled_s = await until_settled(world, orders, wait_s=size(180, 900))
         found = await check(world, orders)
         write_backs = world.erp.write_backs
         events = world.erp.events
@@ -83,7 +80,7 @@ async def test_sigkill_at_random_moments_and_crash_points_loses_and_duplicates_n
         kills=sum(how.values()),
         kills_by_kind=dict(how),
         restarts=replica.starts - 1,
-        decisions_made=decided,
+        decisions_made=len(decided),
         write_back_requests=len(write_backs),
         write_back_repeats=len(write_backs) - len({w.idempotency_key for w in write_backs}),
         erp_event_attempts=sum(len(e.attempts) for e in events),
