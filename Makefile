@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test lint typecheck imports unit clean
+.PHONY: demo test lint typecheck imports unit reliability clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "approval-bridge needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -33,6 +33,13 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck imports unit
+
+# The reliability suite at its full sizes (issue 6; about 40 minutes): `make test` runs it reduced.
+# Its figures go to docs/reliability-figures.json, from which docs/reliability.md is written.
+reliability: $(STAMP)
+	APPROVAL_BRIDGE_RELIABILITY=long \
+	APPROVAL_BRIDGE_RELIABILITY_REPORT=docs/reliability-figures.json \
+	$(BIN)/pytest -p no:cacheprovider tests/reliability
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
