@@ -208,6 +208,28 @@ async def test_periodic_drops(session: aiohttp.ClientSession) -> None:
         await sandbox.set_faults(drop_every=None)
 
 
+async def test_a_periodic_cut_waits_for_an_event_in_flight(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with Sandbox(fast(ack_timeout=30)) as sandbox:
+        api = Api(session, sandbox.url)
+        await api.login()
+        async with RawStream(session, sandbox.url, EVENTS) as stream:
+            cut = asyncio.create_task(sandbox.state.gateway.drop_in_flight(5.0))
+            await asyncio.sleep(0.2)
+            assert not cut.done()  # nothing in flight yet: it waits
+            started = time.monotonic()
+            await api.create()
+            assert await cut == 1
+            assert time.monotonic() - started < 1.0  # cut as the push went out
+            assert stream.ws is not None
+            while (await stream.ws.receive(timeout=3)).type == aiohttp.WSMsgType.TEXT:
+                pass  # a frame may have left before the cut; it is never acknowledged
+        events = await sandbox.events()
+        assert [e["status"] for e in events] == ["pending", "pending"]
+        assert (await sandbox.stats())["stream"]["drops"] == 1
+
+
 async def test_dropped_events_are_never_delivered(session: aiohttp.ClientSession) -> None:
     options = fast(faults=FaultOptions(event_drop_rate=1.0))
     async with Sandbox(options) as sandbox, RawStream(session, sandbox.url, EVENTS) as stream:

@@ -136,12 +136,20 @@ class SandboxCore:
             self._chaos.append(loop.create_task(_periodic(every, action), name="disconnects"))
         every = self.faults.drop_every
         if every is not None:
-            cut = self.gateway.drop_all
-            self._chaos.append(loop.create_task(_periodic(every, cut), name="drops"))
+            self._chaos.append(loop.create_task(self._drops(every), name="drops"))
         every = self.faults.token_invalidate_every
         if every is not None:
             expire = self.tokens.invalidate
             self._chaos.append(loop.create_task(_periodic(every, expire), name="token expiry"))
+
+    async def _drops(self, every: float) -> None:
+        """Cut the stream every `every` seconds, with an event in flight if one comes soon."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.gateway.drop_in_flight(min(every, 2.0))
+            except Exception:
+                log.exception("sandbox: periodic drop failed")
 
 
 async def _periodic(every: float, action: Callable[[], object]) -> None:

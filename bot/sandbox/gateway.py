@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -43,6 +44,8 @@ class Gateway:
         self.connections: dict[str, Connection] = {}
         self._tickets: dict[str, Ticket] = {}
         self._acks: dict[str, tuple[asyncio.Future[dict[str, Any] | None], Connection]] = {}
+        self._pushing = asyncio.Event()
+        """Set whenever an event push starts waiting for its ACK."""
         self._pings: dict[str, Connection] = {}
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,6 +110,7 @@ class Gateway:
         mid = self._message_id()
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._acks[mid] = (future, conn)
+        self._pushing.set()
         try:
             if not await self._send(conn, "EVENT", mid, headers, dumps(record.data)):
                 return False
@@ -171,6 +175,16 @@ class Gateway:
     def drop_all(self) -> int:
         """Cut every connection; how many were cut."""
         return sum(self.drop(c) for c in list(self.connections.values()))
+
+    async def drop_in_flight(self, wait_s: float) -> int:
+        """Cut every connection as soon as an event push awaits its ACK (within `wait_s`), the
+        moment a cut loses the most; at the end of the wait if none comes."""
+        self._pushing.clear()
+        if not self._acks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._pushing.wait()
+        return self.drop_all()
 
     def to_json(self) -> dict[str, Any]:
         """Counters and open connections."""

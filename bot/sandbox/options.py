@@ -41,8 +41,9 @@ class FaultOptions:
     disconnect_every: float | None = None
     """Send `disconnect` to every stream connection every N seconds."""
     drop_every: float | None = None
-    """Cut every stream connection every N seconds without a word (a network failure): pushes
-    still waiting for their ACK are redelivered on another connection."""
+    """Cut every stream connection every N seconds without a word (a network failure), at a
+    moment an event push awaits its ACK when one does within 2 s: those pushes are redelivered
+    on another connection."""
     token_invalidate_every: float | None = None
     """Invalidate every access token every N seconds."""
     hold_create_reply: float = 0.0
