@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from approvals.models import ApproverAction
-from approvals.ports import InstanceRequest, InstanceSnapshot, Notice
+from approvals.ports import InstanceRequest, InstanceSnapshot, Notice, Window
 
 
 @dataclass
@@ -33,6 +34,8 @@ class MemoryGateway:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     lookups: int = 0
     """Directory calls made (what DingTalk would meter)."""
+    finds: list[tuple[Window, ...] | None] = field(default_factory=list)
+    """The windows of each `find_instance` (None: look everywhere)."""
 
     async def create_instance(self, request: InstanceRequest) -> str:
         """Create a running instance."""
@@ -41,9 +44,14 @@ class MemoryGateway:
         self.created.put_nowait(instance)
         return instance.instance_id
 
-    async def find_instance(self, request: InstanceRequest) -> str | None:
-        """An instance carrying this request's reference."""
+    async def find_instance(
+        self, request: InstanceRequest, windows: Sequence[Window] | None = None
+    ) -> str | None:
+        """An instance carrying this request's reference (created in `windows`, if given)."""
+        self.finds.append(None if windows is None else tuple(windows))
         for instance in self.instances.values():
+            if windows is not None and not any(a <= instance.created_at <= b for a, b in windows):
+                continue
             if instance.request.reference == request.reference:
                 return instance.instance_id
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -51,6 +52,10 @@ class InstanceRequest:
         return doc.buyer.erp_user if isinstance(doc, PurchaseOrder) else doc.requester.erp_user
 
 
+Window = tuple[dt.datetime, dt.datetime]
+"""From when to when (our clock) a create call may have raised an instance."""
+
+
 class ApprovalGateway(Protocol):
     """The approval system (DingTalk OA)."""
 
@@ -58,8 +63,14 @@ class ApprovalGateway(Protocol):
         """Raise an instance; returns its id. Raises `Retryable` or `Permanent`."""
         ...
 
-    async def find_instance(self, request: InstanceRequest) -> str | None:
-        """The id of an instance already raised for this request's reference, if any."""
+    async def find_instance(
+        self, request: InstanceRequest, windows: Sequence[Window] | None = None
+    ) -> str | None:
+        """The id of an instance already raised for this request's reference, if any.
+
+        `windows`: the create calls whose outcome is unknown, the only times to look at; None
+        when that is not known (look at every instance since the request was received).
+        """
         ...
 
     async def terminate_instance(self, instance_id: str, reason: str) -> None:

@@ -97,8 +97,18 @@ class Reconciler:
 
     async def sweep(self) -> SweepReport:
         """List finished instances since the oldest pending one and apply what we missed."""
-        now = self._clock.now()
+        # Cleared before, not after: a gap that opens while we sweep needs another sweep.
         self._gap = False
+        try:
+            return await self._sweep()
+        except BaseException:
+            # Not swept (DingTalk failing, its quota spent): the next tick tries again rather
+            # than wait out the safety interval with the lost decisions unapplied.
+            self._gap = True
+            raise
+
+    async def _sweep(self) -> SweepReport:
+        now = self._clock.now()
         async with self._db.read() as conn:
             pending = await repo.pending_instances(conn)
         held = {instance_id for instance_id, _, _ in pending}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,9 +16,10 @@ from approvals.db.engine import Database
 from approvals.db.jobs import JobRow
 from approvals.db.repo import RevisionRow
 from approvals.decisions import apply_held
+from approvals.errors import Retryable, Throttled
 from approvals.models import DocType, PurchaseOrder, StockAlert
 from approvals.notices import enqueue_notice
-from approvals.ports import ApprovalGateway, Clock, InstanceRequest, Notice
+from approvals.ports import ApprovalGateway, Clock, InstanceRequest, Notice, Window
 from approvals.prices import PriceContext, price_context
 from approvals.rules import TERMINATE_INSTANCE
 from approvals.states import State, Trigger
@@ -25,6 +27,27 @@ from approvals.states import State, Trigger
 log = logging.getLogger(__name__)
 
 ACTOR = "bridge"
+UNSURE, ACCOUNTED = "unsure", "accounted"
+"""Payload keys of a create job: the windows of create calls whose outcome is unknown, and the
+attempt through which they are complete (a crash in a later attempt leaves it behind)."""
+LATE = dt.timedelta(seconds=10)
+"""A request DingTalk received may complete a little after the caller stopped waiting for it."""
+
+
+def unsure(job: JobRow) -> list[Window] | None:
+    """Where an instance raised by an earlier attempt may be: the windows of its create calls
+    whose outcome is unknown ([] when none), or None when that is not known (look everywhere).
+
+    Each attempt notes its own before it fails; a crash leaves the note behind the attempt
+    count, and an admin's retry asks to look first.
+    """
+    payload = job.payload
+    if payload.get("look_first") or payload.get(ACCOUNTED, 0) != job.attempts - 1:
+        return None
+    return [
+        (dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
+        for start, end in payload.get(UNSURE, [])
+    ]
 
 
 class CreateInstanceHandler:
@@ -63,19 +86,41 @@ class CreateInstanceHandler:
                 row = await repo.get_revision(conn, job.approval_id, job.revision)
                 assert row is not None
         # The move above is committed before DingTalk is called: from here on a crash leaves a
-        # `submitting` revision whose instance may exist, so every later run looks before creating.
-        may_exist = job.attempts > 1 or bool(job.payload.get("look_first"))
+        # `submitting` revision whose instance may exist, so later runs look before creating.
+        search = unsure(job)
         if row.state not in (State.RECEIVED, State.SUBMITTING):
-            if row.instance_id is None and may_exist:
-                await self._clean_up_orphan(job, row)
+            if row.instance_id is None and search != []:
+                await self._clean_up_orphan(job, row, search)
             return False
         request = await self._request(row)
-        instance_id = await self._gateway.find_instance(request) if may_exist else None
-        if instance_id is None:
-            instance_id = await self._gateway.create_instance(request)
-            failpoints.reach("create.returned")
+        instance_id = None
+        try:
+            if search != []:
+                instance_id = await self._gateway.find_instance(request, search)
+            if instance_id is None:
+                search = []  # nothing raised before: only this call may raise one
+                started = self._clock.now()
+                try:
+                    instance_id = await self._gateway.create_instance(request)
+                except Throttled:
+                    raise  # refused before it ran: nothing raised
+                except Retryable:
+                    search = [(started, self._clock.now() + LATE)]
+                    raise
+                failpoints.reach("create.returned")
+        except Retryable:
+            if search is not None:
+                await self._account(job, search)
+            raise
         await self._record(job, row, instance_id)
         return True
+
+    async def _account(self, job: JobRow, search: Sequence[Window]) -> None:
+        """Note, for the next attempt, the create calls that may have raised an instance."""
+        windows = [[start.isoformat(), end.isoformat()] for start, end in search]
+        payload = {**job.payload, UNSURE: windows, ACCOUNTED: job.attempts}
+        async with self._db.write() as conn:
+            await job_repo.set_payload(conn, job.id, payload)
 
     async def _record(self, job: JobRow, row: RevisionRow, instance_id: str) -> None:
         now = self._clock.now()
@@ -100,9 +145,11 @@ class CreateInstanceHandler:
                 await _attach_and_terminate(conn, row, instance_id, now, self._prices)
             await job_repo.finish(conn, job.id)
 
-    async def _clean_up_orphan(self, job: JobRow, row: RevisionRow) -> None:
+    async def _clean_up_orphan(
+        self, job: JobRow, row: RevisionRow, search: Sequence[Window] | None
+    ) -> None:
         """A retired revision whose earlier create may have gone through unrecorded: end it."""
-        instance_id = await self._gateway.find_instance(await self._request(row))
+        instance_id = await self._gateway.find_instance(await self._request(row), search)
         if instance_id is not None:
             async with self._db.write() as conn:
                 await _attach_and_terminate(conn, row, instance_id, self._clock.now(), self._prices)

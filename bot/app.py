@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from approvals.db.engine import Database
 from approvals.db.migrate import SchemaStatus, status
 from approvals.decisions import DecisionService
+from approvals.errors import Throttled
 from approvals.intake import IntakeService
 from approvals.jobs import JobHandler, JobRunner
 from approvals.notices import NOTIFY, NotifyHandler
@@ -49,12 +51,15 @@ from bot.keys import (
 )
 from bot.metrics import Metrics
 from bot.notify import BudgetAlert
+from bot.quota import QuotaAlert
 from bot.reminders import ReminderSender, reminder_policy, schedule_reminders
 from bot.scheduler import Scheduler
 from bot.settings import Settings
 from cards.renderer import Renderer
 from erp_adapter.generic.adapter import GenericAdapter
 from erp_adapter.webhooks import ErpWebhook
+
+log = logging.getLogger(__name__)
 
 
 class SchemaOutdated(RuntimeError):
@@ -203,6 +208,15 @@ def create_app(
             if METER in app:
                 alert = await stack.enter_async_context(BudgetAlert(db, clock, runner.wake))
                 alert.watch(app[METER])
+            if client is not None:
+                quota = QuotaAlert(
+                    db,
+                    clock,
+                    probe_every_s=client.quota.probe_every_s,
+                    timezone=settings.timezone,
+                    on_commit=runner.wake,
+                )
+                client.quota.listen(await stack.enter_async_context(quota))
             scheduler = Scheduler(db, settings.timezone)
             if chosen.directory is not None:
                 reconciler = Reconciler(
@@ -244,6 +258,12 @@ def _reconcile_tick(
             if seen[0] >= 0:
                 reconciler.events_may_be_missing()
             seen[0] = intake.connections
-        return await reconciler.tick()
+        try:
+            return await reconciler.tick()
+        except Throttled as exc:
+            # DingTalk asks us to wait (its quota spent, throttling): said once where it
+            # happens, not with a traceback every tick; the next tick sweeps again.
+            log.info("reconcile: not swept, DingTalk asks to wait: %s", exc)
+            return None
 
     return tick

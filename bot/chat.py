@@ -136,6 +136,7 @@ class AppChat:
             reconciler=app.get(RECONCILER),
             stream=app.get(STREAM),
             meter=app.get(METER),
+            quota=self._dingtalk(app).quota,
             clock=self._clock,
             wake=app[JOBS].wake,
         )

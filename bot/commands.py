@@ -21,6 +21,7 @@ from approvals.reconcile import Reconciler
 from approvals.rules import TERMINATE_INSTANCE
 from approvals.states import OPEN_STATES, State, Trigger
 from bot.meter import CallMeter
+from bot.quota import QuotaGate, QuotaState
 from bot.settings import Settings
 from bot.stream import StreamIntake
 from cards import chat as views
@@ -56,6 +57,7 @@ class CommandRouter:
         reconciler: Reconciler | None = None,
         stream: StreamIntake | None = None,
         meter: CallMeter | None = None,
+        quota: QuotaGate | None = None,
         clock: Clock | None = None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
@@ -65,6 +67,7 @@ class CommandRouter:
         self._reconciler = reconciler
         self._stream = stream
         self._meter = meter
+        self._quota = quota
         self._clock = clock or SystemClock()
         self._wake = wake
         """Called after a commit that queued jobs, so workers run them at once."""
@@ -156,6 +159,7 @@ class CommandRouter:
             failures = await queries.failed(conn)
         parked = sum(f.kind is FailureKind.WRITE_BACK for f in failures)
         meter, reconciler, stream = self._meter, self._reconciler, self._stream
+        quota = self._quota.state() if self._quota is not None else QuotaState(None, 0, 0, None)
         view = views.HealthView(
             now=self._clock.now(),
             stream_connected=None if stream is None else stream.connected,
@@ -167,6 +171,8 @@ class CommandRouter:
             other_failures=len(failures) - parked,
             calls_used=None if meter is None else meter.month_used(),
             call_budget=None if meter is None else meter.budget,
+            quota_exhausted_since=quota.exhausted_since,
+            quota_next_probe_s=quota.next_probe_s,
         )
         return Reply("chat/health.md.j2", view)
 

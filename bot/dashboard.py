@@ -12,7 +12,7 @@ from aiohttp import web
 from approvals import queries
 from approvals.db import jobs as job_repo
 from approvals.ports import Clock, SystemClock
-from bot.keys import DATABASE, METER, RECONCILER, STREAM
+from bot.keys import CLIENT, DATABASE, METER, RECONCILER, STREAM
 from bot.settings import DashboardConfig, Settings
 from cards.renderer import Renderer
 from cards.web import BudgetView, DashboardView, QueueStatus, StreamStatus, SweepStatus
@@ -140,7 +140,15 @@ def _budget(app: web.Application) -> BudgetView | None:
     meter = app.get(METER)
     if meter is None:
         return None
-    return BudgetView(meter.month_used(), meter.budget, meter.month_counts())
+    client = app.get(CLIENT)
+    quota = None if client is None else client.quota.state()
+    return BudgetView(
+        meter.month_used(),
+        meter.budget,
+        meter.month_counts(),
+        None if quota is None else quota.exhausted_since,
+        None if quota is None else quota.next_probe_s,
+    )
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)

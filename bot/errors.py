@@ -9,7 +9,8 @@ from typing import Any
 from approvals.errors import BridgeError, Permanent, Retryable, Throttled
 
 QUOTA_RETRY_AFTER_S = 900.0
-"""How long work waits once the monthly call quota is spent (spec section 8.2, 90020)."""
+"""How long work waits once the monthly call quota is spent (spec section 8.2, 90020), unless
+the client's quota gate (`bot.quota`) says when it probes next, as it does for its own calls."""
 BANNED_RETRY_AFTER_S = 300.0
 """An IP ban lasts 5 minutes (spec section 8.2, 10,000 calls in 20 s)."""
 
@@ -57,8 +58,11 @@ class DingTalkThrottled(DingTalkError, Throttled):
     """DingTalk still says slow down after the client's own waits: a wait, not a failure."""
 
 
-class QuotaExhausted(DingTalkError, Retryable):
-    """The organisation's monthly call quota is spent (403 ApiCountLimitForOrg, old 90020)."""
+class QuotaExhausted(DingTalkError, Throttled):
+    """The organisation's monthly call quota is spent (403 ApiCountLimitForOrg, old 90020).
+
+    A wait, not a failure (as throttling is): the work is held until calls are allowed again.
+    """
 
     default_retry_after = QUOTA_RETRY_AFTER_S
 

@@ -7,13 +7,13 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from approvals.config import ApprovalsConfig, ProcessConfig
 from approvals.errors import Permanent, Retryable
 from approvals.models import ApproverAction, DocType
-from approvals.ports import Clock, InstanceRequest, InstanceSnapshot, SystemClock
+from approvals.ports import Clock, InstanceRequest, InstanceSnapshot, SystemClock, Window
 from bot.errors import DingTalkBadRequest
 from bot.openapi import DingTalkClient
 from cards.forms import REFERENCE, form_values, labels
@@ -25,6 +25,8 @@ TERMINATE_GRACE_S = 15.0
 """DingTalk refuses to terminate an instance younger than 15 s (spec section 3.3)."""
 FIND_MARGIN = dt.timedelta(minutes=10)
 """How far before `received_at` to look for a lost instance (clock skew, queueing)."""
+CLOCK_MARGIN = dt.timedelta(minutes=2)
+"""How far DingTalk's clock may be from ours before an answer's `Date` header has said."""
 REFERENCES_KEPT = 20_000
 """Instances whose bridge reference this process remembers (a few MB), so a lookup after a
 crash fetches each listed instance once, not once per lost create."""
@@ -115,22 +117,47 @@ class DingTalkGateway:
         self._remember(instance_id, request.reference)
         return instance_id
 
-    async def find_instance(self, request: InstanceRequest) -> str | None:
-        """The instance carrying this request's reference, if one was created (costs calls)."""
+    async def find_instance(
+        self, request: InstanceRequest, windows: Sequence[Window] | None = None
+    ) -> str | None:
+        """The instance carrying this request's reference, if one was created (costs calls).
+
+        With `windows` (the create calls that may have raised it) only instances started then
+        are listed, give or take the clocks' difference; else every one since the request came.
+        """
         process = self.process(request.doc_type)
         label = labels(request.doc_type, process)[REFERENCE]
-        since = request.received_at - FIND_MARGIN
         user_ids = [self.originator(request.originator)]
-        token: str | None = None
-        while True:
-            ids, token = await self._client.list_instance_ids(
-                process.process_code, _ms(since), None, token, user_ids=user_ids
-            )
-            for instance_id in ids:
-                if await self._reference_of(instance_id, label) == request.reference:
-                    return instance_id
-            if token is None:
-                return None
+        for start, end in self._ranges(request, windows):
+            token: str | None = None
+            while True:
+                ids, token = await self._client.list_instance_ids(
+                    process.process_code, start, None, token, user_ids=user_ids, end_ms=end
+                )
+                for instance_id in ids:
+                    if await self._reference_of(instance_id, label) == request.reference:
+                        return instance_id
+                if token is None:
+                    break
+        return None
+
+    def _ranges(
+        self, request: InstanceRequest, windows: Sequence[Window] | None
+    ) -> list[tuple[int, int | None]]:
+        """The listing's (startTime, endTime) ranges in DingTalk's ms, overlapping ones merged."""
+        if windows is None:
+            return [(_ms(request.received_at - FIND_MARGIN), None)]
+        error = self._client.clock_error()
+        margin = CLOCK_MARGIN if error is None else dt.timedelta(seconds=max(1.0, 2 * error))
+        ranges: list[tuple[int, int | None]] = []
+        for start, end in sorted(windows):
+            low, high = _ms(start - margin), _ms(end + margin)
+            last = ranges[-1] if ranges else None
+            if last is not None and last[1] is not None and low <= last[1]:
+                ranges[-1] = (last[0], max(last[1], high))
+            else:
+                ranges.append((low, high))
+        return ranges
 
     async def _reference_of(self, instance_id: str, label: str) -> str:
         """The bridge reference in an instance's form, fetched once per process."""

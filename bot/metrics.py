@@ -31,7 +31,8 @@ from approvals.db.tables import audit, revision
 from approvals.ports import Clock, SystemClock
 from approvals.states import State, Trigger
 from approvals.writeback import WRITE_BACK
-from bot.keys import DATABASE, METER, RECONCILER, STREAM
+from bot.keys import CLIENT, DATABASE, METER, RECONCILER, STREAM
+from bot.quota import QuotaState
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Snapshot:
     """(connected, connections made) when the DingTalk stream runs."""
     last_sweep: tuple[float, int] | None = None
     """(unix time, outcomes applied) of the last reconciliation sweep."""
+    quota: QuotaState | None = None
+    """The DingTalk quota gate, when this process calls DingTalk."""
 
 
 class Metrics:
@@ -137,7 +140,9 @@ class Metrics:
         now = self._clock.now()
         meter, stream, reconciler = app.get(METER), app.get(STREAM), app.get(RECONCILER)
         last = None if reconciler is None else reconciler.last
+        client = app.get(CLIENT)
         services = Snapshot(
+            quota=None if client is None else client.quota.state(),
             calls=None if meter is None else meter.month_counts(),
             budget=None if meter is None else meter.budget,
             stream=None if stream is None else (stream.connected, stream.connections),
@@ -224,6 +229,7 @@ class _SnapshotCollector:
             s.oldest_job_age_s,
         )
         yield from _dingtalk(s)
+        yield from _quota(s.quota)
         yield from _reconcile(s)
 
 
@@ -259,6 +265,36 @@ def _dingtalk(s: Snapshot) -> Iterable[Metric]:
     if s.stream is not None:
         connects.add_metric([], s.stream[1])
     yield connects
+
+
+def _quota(q: QuotaState | None) -> Iterable[Metric]:
+    exhausted = None if q is None else int(q.exhausted_since is not None)
+    yield _gauge(
+        "dingtalk_quota_exhausted",
+        "1 while DingTalk refuses calls for the monthly quota (90020): calls are held and probed.",
+        exhausted,
+    )
+    since = None if q is None or q.exhausted_since is None else q.exhausted_since.timestamp()
+    yield _gauge(
+        "dingtalk_quota_exhausted_since_timestamp_seconds",
+        "When DingTalk first refused a call for the quota (unix time), while it still does.",
+        since,
+    )
+    refused = CounterMetricFamily(
+        f"{NS}_dingtalk_quota_refused",
+        "Calls DingTalk refused for the monthly quota (90020).",
+        labels=[],
+    )
+    held = CounterMetricFamily(
+        f"{NS}_dingtalk_quota_held",
+        "Calls held back, not sent, while the quota was spent.",
+        labels=[],
+    )
+    if q is not None:
+        refused.add_metric([], q.refused)
+        held.add_metric([], q.held)
+    yield refused
+    yield held
 
 
 def _reconcile(s: Snapshot) -> Iterable[Metric]:

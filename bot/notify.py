@@ -39,6 +39,8 @@ TITLES = {
     "unmapped_user": "用户未映射 / ERP user without a DingTalk id",
     "dingtalk_auth": "钉钉鉴权失败 / DingTalk refused the app",
     "budget": "钉钉调用额度 / DingTalk call budget",
+    "quota_exhausted": "钉钉调用额度已用完 / DingTalk quota spent",
+    "quota_restored": "钉钉调用已恢复 / DingTalk calls allowed again",
     OUTCOME: "审批结果 / approval outcome",
 }
 # Alerts whose cause shows only in the parked job's error text (the `Notice` has no error type).

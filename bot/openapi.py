@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ import aiohttp
 from bot.errors import (
     DingTalkAuthError,
     DingTalkBadRequest,
+    DingTalkError,
     DingTalkThrottled,
     DingTalkUnavailable,
     Outcome,
@@ -23,6 +25,7 @@ from bot.errors import (
     classify,
 )
 from bot.meter import CallMeter
+from bot.quota import QuotaGate
 from bot.ratelimit import RateLimiter
 from bot.settings import DingTalkConfig
 
@@ -71,8 +74,10 @@ class DingTalkClient:
         limiter: RateLimiter | None = None,
         meter: CallMeter | None = None,
         throttle_waits: Sequence[float] = (1.0, 2.0, 4.0),
+        read_waits: Sequence[float] = (0.5, 1.0, 2.0),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        quota: QuotaGate | None = None,
     ) -> None:
         self._session = session
         self._config = config
@@ -83,13 +88,20 @@ class DingTalkClient:
         self._meter = meter
         # Waits before each in-client retry of a throttled call: 1 s, then exponential (spec 8.2).
         self._waits = tuple(throttle_waits)
+        # Waits before each in-client retry of a read (get, list) that failed on DingTalk's side:
+        # it changes nothing, and a lookup or a sweep of many reads would otherwise lose all its
+        # progress to one 5xx or timeout.
+        self._read_waits = tuple(read_waits)
         self._clock = clock
         self._sleep = sleep
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._token: str | None = None
         self._token_until = 0.0
         self._token_lock = asyncio.Lock()
+        self.quota = quota or QuotaGate(config.quota_probe_s, monotonic=clock)
+        """Holds metered calls while DingTalk's monthly quota is spent (see `bot.quota`)."""
         self.token_fetches = 0
+        self._clock_error: float | None = None
         """How many times a token was fetched (for health and tests)."""
 
     async def probe(self) -> None:
@@ -141,10 +153,44 @@ class DingTalkClient:
         params: Mapping[str, str] | None = None,
         auth: Auth = "header",
         metered: bool = True,
+        read: bool = False,
     ) -> dict[str, Any]:
-        """One call, the single place that classifies outcomes; throttling is waited out here."""
+        """One call, the single place that classifies outcomes; throttling is waited out here,
+        and so is a failure on DingTalk's side of a `read` (a call that changes nothing).
+
+        A metered call first passes the quota gate: once DingTalk refused one for its monthly
+        quota, the others are held here (`QuotaExhausted`) but for one probe now and then.
+        """
+        probe = self.quota.admit(api) if metered else False
+        try:
+            data = await self._exchange(api, method, url, body, params, auth, metered, read)
+        except QuotaExhausted as exc:
+            exc.retry_after = self.quota.refused_call(probe)
+            raise
+        except DingTalkBadRequest:
+            self.quota.succeeded(probe)  # DingTalk looked at the request itself: calls are allowed
+            raise
+        except BaseException:
+            self.quota.release(probe)
+            raise
+        self.quota.succeeded(probe)
+        return data
+
+    async def _exchange(
+        self,
+        api: str,
+        method: str,
+        url: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        auth: Auth,
+        metered: bool,
+        read: bool,
+    ) -> dict[str, Any]:
+        """`_request` past the quota gate: the call with its in-client retries."""
         refetched = False
         throttled = 0
+        reread = 0
         while True:
             try:
                 token, (status, data, text) = await self._paced(
@@ -153,6 +199,10 @@ class DingTalkClient:
             except DingTalkUnavailable as exc:
                 exc.api = api
                 self._record(api, metered, failed=True)
+                if read and reread < len(self._read_waits):
+                    await self._reread(api, exc, self._read_waits[reread])
+                    reread += 1
+                    continue
                 raise
             outcome, error = classify(api, status, data, text)
             if outcome is Outcome.OK:
@@ -179,7 +229,16 @@ class DingTalkClient:
             # A quota or ban refusal did not run the call: kept with the throttled, not the failed.
             refused = isinstance(error, QuotaExhausted | DingTalkThrottled)
             self._record(api, metered, throttled=refused, failed=not refused)
+            if read and isinstance(error, DingTalkUnavailable) and reread < len(self._read_waits):
+                await self._reread(api, error, self._read_waits[reread])
+                reread += 1
+                continue
             raise error
+
+    async def _reread(self, api: str, error: DingTalkError, wait: float) -> None:
+        wait *= self._rng.uniform(0.8, 1.2)
+        log.debug("dingtalk: %s failed (%s), reading again in %.2f s", api, error, wait)
+        await self._sleep(wait)
 
     # -- workflow (spec section 3) --------------------------------------------------------------
 
@@ -196,7 +255,9 @@ class DingTalkClient:
     async def get_instance(self, instance_id: str) -> dict[str, Any]:
         """One instance's details, the `result` object of spec 3.2 (`success` may be "true")."""
         url = self.api_url("/v1.0/workflow/processInstances")
-        data = await self._request(GET, "GET", url, params={"processInstanceId": instance_id})
+        data = await self._request(
+            GET, "GET", url, params={"processInstanceId": instance_id}, read=True
+        )
         result = data.get("result")
         if not isinstance(result, dict):
             raise DingTalkUnavailable(f"DingTalk {GET} answered without a result", api=GET)
@@ -248,7 +309,8 @@ class DingTalkClient:
         if end_ms is not None:
             body["endTime"] = end_ms
         url = self.api_url("/v1.0/workflow/processes/instanceIds/query")
-        result = (await self._request(LIST_IDS, "POST", url, body=body)).get("result") or {}
+        answer = await self._request(LIST_IDS, "POST", url, body=body, read=True)
+        result = answer.get("result") or {}
         ids = [str(i) for i in result.get("list") or []]
         token = result.get("nextToken")
         return ids, str(token) if token not in (None, "") and ids else None
@@ -357,6 +419,7 @@ class DingTalkClient:
         """The HTTP exchange under the configured timeout; transport failures are `Unavailable`."""
         timeout = aiohttp.ClientTimeout(total=self._config.timeout_s)
         where = url.split("?", 1)[0]  # a sessionWebhook's query is a credential: keep it out
+        sent = time.time()
         try:
             async with self._session.request(
                 method,
@@ -368,6 +431,7 @@ class DingTalkClient:
             ) as response:
                 text = await response.text(encoding="utf-8", errors="replace")
                 status = response.status
+                self._note_clock(response.headers.get("Date"), sent, time.time())
         except TimeoutError as exc:
             raise DingTalkUnavailable(
                 f"DingTalk did not answer {where} within {self._config.timeout_s} s"
@@ -379,6 +443,26 @@ class DingTalkClient:
         except ValueError:
             data = None
         return status, data if isinstance(data, dict) else None, text
+
+    def _note_clock(self, date: str | None, sent: float, received: float) -> None:
+        """DingTalk's clock against ours, from an answer's `Date` header (whole seconds)."""
+        if not date:
+            return
+        try:
+            theirs = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return
+        # Their second began between `sent - 1` and `received`: the offset, give or take that.
+        offset = theirs + 0.5 - (sent + received) / 2
+        self._clock_error = abs(offset) + 0.5 + (received - sent) / 2
+
+    def clock_error(self) -> float | None:
+        """How far DingTalk's clock may be from ours, in seconds, as last seen; None if unseen.
+
+        Instance times (`createTime`, the listing's window) are DingTalk's; a lookup by time
+        widens its window by this much.
+        """
+        return self._clock_error
 
     def _record(
         self, api: str, metered: bool, *, throttled: bool = False, failed: bool = False

@@ -72,6 +72,9 @@ class DingTalkConfig(core.CoreModel):
     """A full reconciliation sweep at least this often while the stream looks healthy."""
     stream_watchdog_s: Annotated[float, Field(ge=10, le=3600)] = 90.0
     """Replace a stream connection that has carried no frame (not even a ping) for this long."""
+    quota_probe_s: Annotated[float, Field(ge=1, le=3600)] = 300.0
+    """Once DingTalk refuses calls for the monthly quota (90020), calls are held and one is let
+    through this often to notice that calls are allowed again."""
 
 
 class DashboardConfig(core.CoreModel):

@@ -91,6 +91,7 @@ class StreamIntake:
         self._chat_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        self._served = False
         self.last_frame_at: float | None = None
         """`time.monotonic()` of the last frame (or connect): readiness and the watchdog."""
         self.connected_since: float | None = None
@@ -188,6 +189,7 @@ class StreamIntake:
         attempt = 0
         while True:
             started = time.monotonic()
+            self._served = False
             try:
                 await self._serve(uri or await self.probe())
             except StreamAuthError as exc:
@@ -199,8 +201,11 @@ class StreamIntake:
             except Exception:
                 log.exception("dingtalk stream: unexpected failure")
             uri = None
-            if time.monotonic() - started >= self._stable_s:
-                attempt = 0  # a connection that lived is not a failure streak
+            if self._served or time.monotonic() - started >= self._stable_s:
+                # A connection that worked is not a failure streak: a network that cuts every
+                # connection after a while must not leave us away longer each time (up to
+                # `max_s`, with /readyz failing meanwhile).
+                attempt = 0
             delay = self._backoff.delay(attempt)
             attempt += 1
             log.info("dingtalk stream: reconnecting in %.1f s", delay)
@@ -231,6 +236,9 @@ class StreamIntake:
                     if await self._frame(ws, raw, tasks):
                         log.info("dingtalk stream: server asked to reconnect")
                         break
+                    # Any frame but `disconnect` (a ping, an event) shows the connection
+                    # worked; a server that only ever says go away keeps the streak growing.
+                    self._served = True
                 if tasks:  # send the acks of events in flight before leaving (§5.5)
                     await asyncio.wait(tasks, timeout=5)
             except websockets.exceptions.ConnectionClosedOK:

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from bot.keys import DATABASE, STREAM, WEBHOOK
+from bot.keys import CLIENT, DATABASE, STREAM, WEBHOOK
+from bot.quota import QuotaState
 from bot.server import BodyTimeout
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,22 @@ async def readyz(request: web.Request) -> web.Response:
     if intake is not None:
         checks["dingtalk_stream"] = "ok" if intake.connected else "disconnected"
     ready = all(value == "ok" for value in checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    client = request.app.get(CLIENT)
+    if client is not None:
+        # Shown, but not a reason to be taken out of service: ERP events are still taken in
+        # and decisions still written back while DingTalk's quota is spent.
+        body["dingtalk_quota"] = _quota(client.quota.state())
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def _quota(state: QuotaState) -> str:
+    if state.exhausted_since is None:
+        return "ok"
+    return (
+        f"exhausted since {state.exhausted_since.isoformat(timespec='seconds')}: DingTalk calls "
+        f"held, next probe in {state.next_probe_s or 0:.0f} s"
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -107,6 +107,9 @@ class HealthView:
     other_failures: int
     calls_used: int | None
     call_budget: int | None
+    quota_exhausted_since: dt.datetime | None = None
+    """When DingTalk began refusing calls for its monthly quota, while it still does."""
+    quota_next_probe_s: float | None = None
 
     @property
     def budget_used(self) -> float | None:

@@ -47,6 +47,9 @@ class BudgetView:
     used: int
     budget: int
     apis: Mapping[str, CallCounts]
+    quota_exhausted_since: dt.datetime | None = None
+    """When DingTalk began refusing calls for its monthly quota, while it still does."""
+    quota_next_probe_s: float | None = None
 
     @property
     def fraction(self) -> float:

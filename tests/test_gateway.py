@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ APPROVALS = ApprovalsConfig(
 )
 CREATE_API = "POST /v1.0/workflow/processInstances"
 TERMINATE_API = "POST /v1.0/workflow/processInstances/terminate"
+LIST_API = "POST /v1.0/workflow/processes/instanceIds/query"
 
 
 class WallClock:
@@ -242,6 +244,33 @@ async def test_find_instance_by_reference_across_pages(
     assert await gw.find_instance(po_request(wall, "PO-NEVER")) is None
 
 
+async def test_a_lookup_in_windows_lists_only_the_instances_started_then(
+    client: DingTalkClient, sandbox: Sandbox, wall: WallClock
+) -> None:
+    gw = gateway(client, wall)
+    for n in range(25):
+        await gw.create_instance(po_request(wall, f"PO-{n}"))
+    early = wall.now()
+    wall.offset += 3600  # an hour later, one more create, whose reply was lost
+    request = po_request(wall, "PO-LATE")
+    started = wall.now()
+    late = await gw.create_instance(request)
+    finished = wall.now()
+    error = client.clock_error()
+    assert error is not None and error < 2  # read from the answers' `Date` header
+    restarted = gateway(client, wall)  # remembers nothing: every listed id costs a get
+    listed = await calls(sandbox, LIST_API)
+    overlapping = [(started, finished), (started + dt.timedelta(seconds=1), finished)]
+    assert await restarted.find_instance(request, overlapping) == late
+    # One page for the two windows (merged), not the two pages of every instance since.
+    assert await calls(sandbox, LIST_API) - listed == 1
+    between = early + dt.timedelta(minutes=30)  # a call that raised nothing
+    assert await restarted.find_instance(request, [(between, between)]) is None
+    assert await restarted.find_instance(request, []) is None  # nowhere to look: no call
+    assert await calls(sandbox, LIST_API) - listed == 2
+    assert await restarted.find_instance(request) == late  # unknown: everything since receipt
+
+
 async def test_lookups_after_a_restart_fetch_each_instance_once(
     client: DingTalkClient, sandbox: Sandbox, wall: WallClock
 ) -> None:
@@ -253,6 +282,20 @@ async def test_lookups_after_a_restart_fetch_each_instance_once(
     assert await restarted.find_instance(po_request(wall, "PO-NEVER")) is None
     gets = (await sandbox.stats())["calls"]["apis"]["GET /v1.0/workflow/processInstances"]
     assert gets["calls"] == 25  # each instance once, however many lookups
+
+
+async def test_concurrent_lookups_after_a_restart_share_their_fetches(
+    client: DingTalkClient, sandbox: Sandbox, wall: WallClock
+) -> None:
+    before = gateway(client, wall)
+    ids = [await before.create_instance(po_request(wall, f"PO-{n}")) for n in range(20)]
+    restarted = gateway(client, wall)
+    found = await asyncio.gather(
+        *(restarted.find_instance(po_request(wall, f"PO-{n}")) for n in range(0, 20, 2))
+    )
+    assert found == ids[0:20:2]
+    gets = (await sandbox.stats())["calls"]["apis"]["GET /v1.0/workflow/processInstances"]
+    assert gets["calls"] <= 20  # ten lookups at once, each instance fetched once at most
 
 
 async def test_finished_ids_and_snapshots(

@@ -67,12 +67,14 @@ def config(base: str, **overrides: Any) -> DingTalkConfig:
 def client(session: aiohttp.ClientSession, sandbox: Sandbox, **kwargs: Any) -> DingTalkClient:
     meter = kwargs.pop("meter", None)
     waits = kwargs.pop("throttle_waits", (0.05, 0.1))
+    read_waits = kwargs.pop("read_waits", ())
     clock = kwargs.pop("clock", time.monotonic)
     return DingTalkClient(
         session,
         config(sandbox.url, **kwargs),
         meter=meter,
         throttle_waits=waits,
+        read_waits=read_waits,
         clock=clock,
     )
 
@@ -170,6 +172,32 @@ async def test_a_hang_past_the_timeout_is_unavailable(
     await sandbox.set_faults(hang_rate=0.0)
 
 
+async def test_reads_are_retried_in_place_and_writes_are_not(
+    session: aiohttp.ClientSession, sandbox: Sandbox
+) -> None:
+    dt_client = client(session, sandbox, read_waits=(0.3, 0.3, 0.3), timeout_s=0.5)
+    await dt_client.probe()
+    await sandbox.set_faults(error_rate=1.0)
+    listing = asyncio.create_task(list_ids(dt_client))
+    await asyncio.sleep(0.4)
+    await sandbox.set_faults(error_rate=0.0, hang_rate=1.0, hang_seconds=2.0)
+    await asyncio.sleep(0.4)
+    await sandbox.set_faults(hang_rate=0.0)
+    # A 5xx, then a timeout, then an answer: the read succeeds, nothing left to the caller.
+    assert await listing == []
+    listed = await api_calls(sandbox, LIST_API)
+    assert (listed["faults"], listed["ok"]) == (2, 1)
+    await sandbox.set_faults(error_rate=1.0)
+    with pytest.raises(DingTalkUnavailable):
+        await list_ids(dt_client)  # given up after the waits: 1 + 3 calls
+    assert (await api_calls(sandbox, LIST_API))["faults"] == 2 + 4
+    body = {"processCode": "PROC-X", "originatorUserId": "dt-1", "formComponentValues": []}
+    with pytest.raises(DingTalkUnavailable):
+        await dt_client.create_instance(body)  # may have run: the caller decides, not retried
+    created = await api_calls(sandbox, "POST /v1.0/workflow/processInstances")
+    assert created["calls"] == 1
+
+
 async def test_a_refused_connection_is_unavailable(session: aiohttp.ClientSession) -> None:
     async with Sandbox(SandboxOptions()) as gone:
         url = gone.url
@@ -228,16 +256,17 @@ async def test_a_burst_runs_at_dingtalks_limit_without_tripping_it(
     assert listed["throttled"] == 0
 
 
-async def test_a_spent_monthly_quota_waits_a_long_time(
+async def test_a_spent_monthly_quota_waits_until_the_next_probe(
     session: aiohttp.ClientSession, sandbox: Sandbox
 ) -> None:
     dt_client = client(session, sandbox)
     await sandbox.set_limits(monthly_quota=0)
     with pytest.raises(QuotaExhausted) as caught:
         await list_ids(dt_client)
-    assert isinstance(caught.value, Retryable)
+    assert isinstance(caught.value, Throttled)  # a wait, not a failure
     assert not isinstance(caught.value, Permanent)
-    assert caught.value.retry_after == 900.0
+    # dingtalk.quota_probe_s (300 s by default), not 15 minutes; jittered by up to a second.
+    assert caught.value.retry_after is not None and 300 <= caught.value.retry_after <= 301
     assert caught.value.code == "Forbidden.AccessDenied.ApiCountLimitForOrg"
     assert dt_client.token_fetches == 1  # token calls are not counted against the quota
 

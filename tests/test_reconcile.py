@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
+from typing import Any, cast
 
+import pytest
+from aiohttp import web
 from sqlalchemy import update
 
 from approvals.config import ApprovalsConfig, ProcessConfig
 from approvals.db.tables import revision
-from approvals.ports import SystemClock
+from approvals.errors import Retryable, Throttled
+from approvals.ports import InstanceSnapshot, SystemClock
 from approvals.reconcile import MAX_ONE_BY_ONE, Reconciler, cheapest_cutoff
 from approvals.states import State
+from bot.app import _reconcile_tick
 from bot.keys import DECISIONS
 from tests import dbutil
 from tests.harness import Bridge, bridge_settings, event, order, running_bridge
@@ -81,6 +87,68 @@ async def test_ticks_sweep_only_after_a_gap_or_the_safety_interval(
         eager = reconciler(bridge, sweep_every=dt.timedelta(0))
         assert await eager.tick() is not None
         assert await eager.tick() is not None
+
+
+class _Failing:
+    """A directory that fails its next `fails` listings, as DingTalk does in an outage."""
+
+    def __init__(self, inner: Any, fails: int) -> None:
+        self.inner, self.fails = inner, fails
+
+    async def finished_ids(self, process_code: str, started_since: dt.datetime) -> list[str]:
+        if self.fails:
+            self.fails -= 1
+            raise Retryable("DingTalk answered 500")
+        ids: list[str] = await self.inner.finished_ids(process_code, started_since)
+        return ids
+
+    async def snapshot(self, instance_id: str) -> InstanceSnapshot:
+        found: InstanceSnapshot = await self.inner.snapshot(instance_id)
+        return found
+
+
+async def test_a_failed_sweep_leaves_the_gap_for_the_next_tick(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    url = dbutil.copy_sqlite(sqlite_template, tmp_path / "b.db")
+    async with running_bridge(bridge_settings(url)) as bridge:
+        approval_id, instance_id = await pending(bridge, "PO-1")
+        directory = _Failing(bridge.gateway, fails=0)
+        rec = Reconciler(
+            bridge.db,
+            SystemClock(),
+            directory,
+            bridge.app[DECISIONS],
+            PROCESSES,
+            dt.timedelta(hours=1),
+        )
+        assert await rec.tick() is not None  # swept at start: nothing decided yet
+        bridge.gateway.finish(instance_id, "agree")
+        rec.events_may_be_missing()  # the stream reconnected: its event may be lost
+        directory.fails = 1
+        with pytest.raises(Retryable):
+            await rec.tick()  # the sweep that follows, and DingTalk fails it
+        # The next tick sweeps again at once, not an hour later.
+        report = await rec.tick()
+        assert report is not None and report.applied == 1
+        assert (await bridge.revision(approval_id, 1)).decision == "approved"
+        assert await rec.tick() is None
+
+
+async def test_a_tick_that_dingtalk_asks_to_wait_is_skipped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Waiting:
+        def events_may_be_missing(self) -> None: ...
+
+        async def tick(self) -> None:
+            raise Throttled("monthly call quota is spent", retry_after=300)
+
+    tick = _reconcile_tick(web.Application(), cast(Reconciler, Waiting()))
+    with caplog.at_level(logging.INFO):
+        assert await tick() is None  # not an exception with a traceback every tick
+    [record] = [r for r in caplog.records if "not swept" in r.getMessage()]
+    assert record.levelno == logging.INFO
 
 
 async def test_nothing_pending_costs_nothing(sqlite_template: Path, tmp_path: Path) -> None:

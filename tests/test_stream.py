@@ -252,6 +252,32 @@ async def test_a_dropped_connection_comes_back_with_backoff_and_loses_nothing(
         await until(lambda: intake.connected, 10)
 
 
+async def test_a_network_that_cuts_working_connections_does_not_grow_the_backoff(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    async with (
+        world(tmp_path, sqlite_template, ping_interval=0.05) as w,
+        w.intake(backoff=Backoff(0.4, 30.0)) as intake,
+    ):
+        waits: list[float] = []
+        for _ in range(6):
+            # Each connection works (its pings arrive), then the network cuts it.
+            await until(
+                lambda: (
+                    intake.connected and (intake.last_frame_at or 0) > (intake.connected_since or 0)
+                )
+            )
+            cut = time.monotonic()
+            assert await w.sandbox.drop_all() == 1
+            await until(lambda: not intake.connected)
+            await until(lambda: intake.connected)
+            waits.append(time.monotonic() - cut)
+        # Never more than the first step (0.4 s) and a connect: a failure streak would have
+        # doubled it each time (1.6 s by the fourth cut, 6.4 s by the sixth).
+        assert max(waits) < 1.0, waits
+        assert (await w.sandbox.stats())["stream"]["drops"] == 6
+
+
 async def test_the_watchdog_replaces_a_silent_connection(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
