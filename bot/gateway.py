@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import re
@@ -67,6 +68,7 @@ class DingTalkGateway:
         self._born: OrderedDict[str, float] = OrderedDict()
         # The reference in each instance's form ("" for none): it never changes once raised.
         self._references: OrderedDict[str, str] = OrderedDict()
+        self._fetching: dict[str, asyncio.Future[str]] = {}
 
     def process(self, doc_type: DocType) -> ProcessConfig:
         """The configured template for a document type; `Permanent` when it has no code."""
@@ -164,6 +166,16 @@ class DingTalkGateway:
         known = self._references.get(instance_id)
         if known is not None:
             return known
+        # Lookups run side by side after a crash (one per lost create), listing the same
+        # instances: one fetch each, shared, or N lookups cost N times the calls.
+        fetching = self._fetching.get(instance_id)
+        if fetching is None:
+            fetching = asyncio.ensure_future(self._fetch_reference(instance_id, label))
+            self._fetching[instance_id] = fetching
+            fetching.add_done_callback(lambda _: self._fetching.pop(instance_id, None))
+        return await asyncio.shield(fetching)
+
+    async def _fetch_reference(self, instance_id: str, label: str) -> str:
         detail = await self._client.get_instance(instance_id)
         values = detail.get("formComponentValues") or []
         found = next((str(v.get("value")) for v in values if v.get("name") == label), "")
