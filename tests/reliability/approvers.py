@@ -12,16 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
-from approvals.config import DatabaseConfig
-from approvals.db.engine import Database
-from approvals.db.tables import approval, revision
 from bot.bench.stack import Stack
 from bot.sandbox.errors import ControlError
 from tests.harness import order
+from tests.reliability import drive
+from tests.reliability.drive import DOC_LABEL, REFERENCE_LABEL, form_value
 
-DOC_LABEL, REFERENCE_LABEL = "单据编号", "桥接单号"
 SETTLED = frozenset({"done", "superseded", "cancelled"})
 """End states of a revision that lost nothing (failed and stale are not among them)."""
 ADMIN = "dt-admin"
@@ -80,14 +76,6 @@ async def _follow_up(stack: Stack, plan: Plan, later_s: float) -> None:
         stack.erp.change_order(plan.doc_no, order(plan.doc_no, 2, price="11.50"))
     if plan.cancel:
         stack.erp.cancel_order(plan.doc_no, "no longer needed")
-
-
-def form_value(instance: dict[str, Any], label: str) -> str | None:
-    """A form field's value by its label."""
-    for value in instance.get("formComponentValues") or []:
-        if value.get("name") == label:
-            return str(value.get("value"))
-    return None
 
 
 def reference_revision(reference: str | None) -> int:
@@ -154,20 +142,7 @@ async def syncing(stack: Stack, stop: asyncio.Event, every_s: float) -> int:
 
 async def revision_states(stack: Stack) -> dict[str, dict[int, str]]:
     """doc_no -> revision -> state, from the bridge's database."""
-    db = Database.from_config(DatabaseConfig(url=stack.database_url))
-    try:
-        async with db.read() as conn:
-            rows = await conn.execute(
-                select(approval.c.doc_no, revision.c.revision, revision.c.state).join(
-                    revision, revision.c.approval_id == approval.c.id
-                )
-            )
-            states: dict[str, dict[int, str]] = defaultdict(dict)
-            for doc_no, rev, state in rows:
-                states[doc_no][rev] = state
-            return states
-    finally:
-        await db.dispose()
+    return await drive.revision_states(stack.database_url)
 
 
 async def unsettled(stack: Stack, orders: list[Plan]) -> list[str]:

@@ -102,7 +102,7 @@ async def _approve(world: World, orders: list[Plan], acted: set[str]) -> None:
 
 def form_value(instance: dict[str, Any], label: str) -> str | None:
     """A form field's value by its label."""
-    for value in instance["formComponentValues"]:
+    for value in instance.get("formComponentValues") or []:
         if value.get("name") == label:
             return str(value.get("value"))
     return None
@@ -117,7 +117,7 @@ async def until_settled(world: World, orders: list[Plan], wait_s: float) -> floa
             return time.monotonic() - started
         await asyncio.sleep(0.5)
     left = await unsettled(world, orders)
-    states = await revision_states(world)
+    states = await revision_states(world.database_url)
     instances = {
         form_value(i, REFERENCE_LABEL): (i["status"], i["result"])
         for i in await world.sandbox.instances()
@@ -134,7 +134,7 @@ async def unsettled(world: World, orders: list[Plan]) -> list[str]:
     events = world.erp.events
     if any(not e.final for e in events):
         return sorted({str(e.data.get("doc_no")) for e in events if not e.final})
-    states = await revision_states(world)
+    states = await revision_states(world.database_url)
     return sorted(
         p.doc_no
         for p in orders
@@ -142,9 +142,9 @@ async def unsettled(world: World, orders: list[Plan]) -> list[str]:
     )
 
 
-async def revision_states(world: World) -> dict[str, dict[int, str]]:
+async def revision_states(database_url: str) -> dict[str, dict[int, str]]:
     """doc_no -> revision -> state, from the bridge's database."""
-    db = Database.from_config(DatabaseConfig(url=world.database_url))
+    db = Database.from_config(DatabaseConfig(url=database_url))
     try:
         async with db.read() as conn:
             rows = await conn.execute(
@@ -203,7 +203,7 @@ async def check(world: World, orders: list[Plan]) -> Findings:
             found.duplicate_instances += len(group) - 1
             found.examples.append(f"{reference}: {len(group)} instances")
     erp_orders = world.erp.orders
-    states = await revision_states(world)
+    states = await revision_states(world.database_url)
     for plan in orders:
         revisions = states.get(plan.doc_no, {})
         for rev, state in revisions.items():

@@ -56,7 +56,7 @@ async def crash_repeatedly(replica: Replica, kills: int, rng: random.Random) -> 
 async def test_sigkill_at_random_moments_and_crash_points_loses_and_duplicates_nothing(
     tmp_path: Path, figures: Figures
 ) -> None:
-    count, kills = size(120, 1000), size(5, 20)
+    count, kills = size(80, 1000), size(5, 20)
     orders = plans(count, "PO-CRASH")
     rng = random.Random(20261204)
     started = time.monotonic()

@@ -36,7 +36,7 @@ async def until_decided(world: World, orders: list[Plan], enough: int) -> None:
 async def test_three_replicas_one_killed_midway_lose_and_duplicate_nothing(
     tmp_path: Path, figures: Figures, postgres_server: str
 ) -> None:
-    count = size(240, 5000)
+    count = size(150, 5000)
     orders = plans(count, "PO-REPL", seed=3)
     env = {
         "DINGTALK__RECONCILE_INTERVAL_MIN": "1",
