@@ -18,7 +18,8 @@ from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationErro
 from pydantic_core import ErrorDetails
 
 from approvals import config as core
-from erp_adapter.config import ErpConfig, HttpUrlStr
+from erp_adapter.config import ErpConfig
+from erp_adapter.config_types import HttpUrlStr
 
 ENV_PREFIX = "APPROVAL_BRIDGE__"
 CONFIG_ENV = "APPROVAL_BRIDGE_CONFIG"

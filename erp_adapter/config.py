@@ -3,64 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from approvals.config import CoreModel
-
-
-def _http_url(value: str) -> str:
-    """Accept an absolute http(s) URL; kept a `str` so callers join paths without a URL type."""
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError on a port that is not a number or out of range
-    except ValueError as exc:
-        raise ValueError(f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or value != value.strip():
-        raise ValueError(
-            "must be an absolute http:// or https:// URL, e.g. https://erp.example.com"
-        )
-    return value
-
-
-HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
-"""An absolute http:// or https:// URL, kept as given."""
-
-PollInterval = Annotated[float, Field(gt=0, le=86400)]
-"""Seconds between polls of a native ERP for documents and results."""
-
-
-class KingdeeConfig(CoreModel):
-    """`[erp.kingdee]`: K/3 Cloud WebAPI (secret: APPROVAL_BRIDGE__ERP__KINGDEE__APP_SECRET)."""
-
-    server_url: HttpUrlStr
-    acct_id: str
-    username: str
-    app_id: str
-    lcid: int = 2052
-    org_number: str
-    poll_interval_s: PollInterval = 60
-    app_secret: SecretStr | None = None
-
-
-class OdooConfig(CoreModel):
-    """`[erp.odoo]`: Odoo external API (secret: APPROVAL_BRIDGE__ERP__ODOO__API_KEY)."""
-
-    url: HttpUrlStr
-    db: str
-    username: str
-    poll_interval_s: PollInterval = 60
-    api_key: SecretStr | None = None
-
-
-class ErpnextConfig(CoreModel):
-    """`[erp.erpnext]`: ERPNext REST API (secret: APPROVAL_BRIDGE__ERP__ERPNEXT__API_SECRET)."""
-
-    url: HttpUrlStr
-    api_key: str
-    poll_interval_s: PollInterval = 60
-    api_secret: SecretStr | None = None
+from erp_adapter.config_types import HttpUrlStr
+from erp_adapter.erpnext.config import ErpnextConfig
+from erp_adapter.kingdee.config import KingdeeConfig
+from erp_adapter.odoo.config import OdooConfig
 
 
 class ErpConfig(CoreModel):

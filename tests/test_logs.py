@@ -21,7 +21,9 @@ from bot.demo import demo_settings
 from bot.sandbox.options import SandboxOptions
 from bot.sandbox.server import Sandbox
 from bot.settings import DashboardConfig, LogConfig, Settings
-from erp_adapter.config import ErpnextConfig, KingdeeConfig, OdooConfig
+from erp_adapter.erpnext.config import ErpnextConfig
+from erp_adapter.kingdee.config import KingdeeConfig
+from erp_adapter.odoo.config import OdooConfig
 from erp_adapter.reference.erp import ReferenceErp
 from tests import dbutil
 from tests.harness import order, signed

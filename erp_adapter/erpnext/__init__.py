@@ -1,0 +1,1 @@
+"""The ERPNext adapter: polling intake, write-back, prices, stock."""

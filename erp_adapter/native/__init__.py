@@ -1,0 +1,1 @@
+"""What native ERP adapters share: the `NativeErp` interface, the poller and the write-back."""
