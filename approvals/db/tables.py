@@ -178,3 +178,35 @@ reminder = Table(
     Column("level", String(16), primary_key=True),
     Column("at", UtcDateTime, nullable=False),
 )
+
+# Where the poller of a native ERP has read up to, per feed ("orders", "prices"): the last
+# modification time and document key it has handled.
+erp_cursor = Table(
+    "erp_cursor",
+    metadata,
+    Column("source", String(40), primary_key=True),
+    Column("feed", String(20), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# What the poller last told intake about each ERP document (or each material and warehouse's
+# stock): the revision it numbered, a digest of the content, and the status it saw. A change of
+# digest is a new revision; the event id is derived from both, so a poll repeated after a crash
+# sends the same event again and intake answers it as a duplicate.
+erp_document = Table(
+    "erp_document",
+    metadata,
+    Column("source", String(40), primary_key=True),
+    Column("key", String(300), primary_key=True),
+    Column("doc_no", String(128), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    # The ERP's modification time of what was seen: an older read (a poll that overlapped a
+    # write-back) is not taken for news.
+    Column("modified", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_erp_document_source_doc_no", "source", "doc_no"),
+)
