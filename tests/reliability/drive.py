@@ -194,6 +194,7 @@ class Findings:
 async def check(world: World, orders: list[Plan]) -> Findings:
     """Every guarantee, from the sandbox's instances and the ERP's records."""
     found = Findings(orders=len(orders))
+    erp_orders = world.erp.orders
     instances = await world.sandbox.instances()
     by_reference: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for instance in instances:
@@ -202,14 +203,16 @@ async def check(world: World, orders: list[Plan]) -> Findings:
         if len(group) > 1:
             found.duplicate_instances += len(group) - 1
             found.examples.append(f"{reference}: {len(group)} instances")
-    erp_orders = world.erp.orders
     states = await revision_states(world.database_url)
     for plan in orders:
         revisions = states.get(plan.doc_no, {})
+        erp_order = erp_orders.get(plan.doc_no)
+        cancelled = erp_order is not None and erp_order.status == "cancelled"
         for rev, state in revisions.items():
-            if state == "stale" and max(revisions) > rev:
-                # Decided, then changed in the ERP before the bridge heard of the change: the
-                # ERP's 409 is CONTRACT section 3's answer, and the newer revision goes on.
+            if state == "stale" and (max(revisions) > rev or cancelled):
+                # Decided, then changed or cancelled in the ERP before the bridge heard of it:
+                # the ERP's 409 is CONTRACT section 3's answer; a newer revision goes on, a
+                # cancelled order needs nothing written back.
                 found.stale_then_changed += 1
             elif state in ("failed", "stale"):
                 found.failed += 1
