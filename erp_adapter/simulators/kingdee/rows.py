@@ -82,6 +82,7 @@ def _po_entry() -> dict[str, Line]:
         "ftaxprice": lambda s, b, e: e.tax_price,
         "fentrytaxrate": lambda s, b, e: e.tax_rate,
         "fallamount": lambda s, b, e: _amount(e),
+        "famount": lambda s, b, e: (e.qty * _net_price(e)).quantize(Decimal("0.01")),
         "fdeliverydate": lambda s, b, e: e.delivery,
     }
 
