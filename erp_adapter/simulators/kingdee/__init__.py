@@ -191,6 +191,10 @@ class KingdeeSimulator:
         """Drop every session: the next session call answers 会话信息已丢失 (MsgCode 1)."""
         self.auth.sessions.clear()
 
+    def forget_sessions(self, forget: bool = True) -> None:
+        """Hand out session ids but keep none (every session call answers 会话信息已丢失)."""
+        self.auth.keep_sessions = not forget
+
     def fail_next(self, count: int, status: int = 500) -> None:
         """Answer the next `count` calls with this HTTP status."""
         self.faults.fail_next, self.faults.fail_status = count, status

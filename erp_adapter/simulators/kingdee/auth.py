@@ -45,6 +45,7 @@ class Auth:
     apps: dict[str, App] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, Identity] = field(default_factory=dict)
+    keep_sessions: bool = True
 
     def client_secret(self, app_id: str) -> str:
         """The HMAC key of X-Api-Signature: the app id's second half, de-obfuscated."""
@@ -124,7 +125,8 @@ class Auth:
     def open_session(self, identity: Identity) -> str:
         """A new session id (kdservice-sessionid)."""
         sid = secrets.token_hex(16)
-        self.sessions[sid] = identity
+        if self.keep_sessions:
+            self.sessions[sid] = identity
         return sid
 
 
