@@ -59,7 +59,11 @@ def test_signature_test_vector_both_sides() -> None:
     auth = Auth("5f0000000000aa", {VECTOR_APP: App(VECTOR_APP, VECTOR_SECRET)}, {"bridge": "x"})
     assert auth.client_secret(VECTOR_APP) == "MDA1NGYzOTdjNjIzNDM3OGIwOWNhN2Qz"
     identity = auth.verify_headers(headers, VECTOR_PATH, 1700000000)
-    assert (identity.acct_id, identity.username, identity.lcid) == ("5f0000000000aa", "bridge", 2052)
+    assert (identity.acct_id, identity.username, identity.lcid) == (
+        "5f0000000000aa",
+        "bridge",
+        2052,
+    )
     tampered = {**headers, "X-Kd-Signature": VECTOR["X-Api-Signature"]}
     with pytest.raises(Exception, match="X-Kd-Signature"):
         auth.verify_headers(tampered, VECTOR_PATH, 1700000000)
@@ -146,8 +150,9 @@ async def test_sdk_with_a_wrong_secret_is_refused(sim: KingdeeSimulator) -> None
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[Any, dict[str, str]]:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback only
         return json.loads(response.read()), dict(response.headers)
 
 
@@ -206,8 +211,9 @@ async def test_lost_session_in_each_envelope(sim: KingdeeSimulator) -> None:
     def run() -> tuple[Any, Any]:
         ok, headers = _post(
             f"{sim.url}/Kingdee.BOS.WebApi.ServicesStub.AuthService.ValidateUser.common.kdsvc",
-            json.dumps({"acctID": ACCT_ID, "username": USERNAME, "password": "bridge-password"})
-            .encode(),
+            json.dumps(
+                {"acctID": ACCT_ID, "username": USERNAME, "password": "bridge-password"}
+            ).encode(),
             {"Content-Type": "application/json"},
         )
         assert "kdservice-sessionid=" in headers["Set-Cookie"]

@@ -216,5 +216,9 @@ class KingdeeSimulator:
         self.store.audit_levels = levels
 
     def freeze_clock(self, at: dt.datetime | None) -> None:
-        """Stamp every change with this local time (None: the real clock)."""
-        self.store.clock = None if at is None else (lambda: at)
+        """Stamp every change with this (aware) time, kept in server local time; None: real clock."""
+        if at is None:
+            self.store.clock = None
+            return
+        local = at.astimezone(self.store.tz).replace(tzinfo=None)
+        self.store.clock = lambda: local
