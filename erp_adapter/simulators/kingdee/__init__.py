@@ -216,7 +216,7 @@ class KingdeeSimulator:
         self.store.audit_levels = levels
 
     def freeze_clock(self, at: dt.datetime | None) -> None:
-        """Stamp every change with this (aware) time, kept in server local time; None: real clock."""
+        """Stamp every change with this aware time (kept as server local time); None: real clock."""
         if at is None:
             self.store.clock = None
             return
