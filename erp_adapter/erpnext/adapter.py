@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pydantic
 
-from approvals.errors import Permanent
+from approvals.errors import BridgeError, Permanent
 from approvals.models import Person
 from approvals.ports import WriteBack
 from erp_adapter.erpnext import checks, prices, stock
@@ -186,7 +186,7 @@ class ErpnextAdapter:
         }
         try:
             await self.client.insert("Comment", comment)
-        except (FrappeError, Permanent) as exc:
+        except BridgeError as exc:
             log.warning("ERPNext: decision on %s applied, comment refused: %s", doc_no, exc)
 
     async def stock_levels(self) -> Sequence[StockLevel]:

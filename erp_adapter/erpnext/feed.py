@@ -96,7 +96,8 @@ class Users:
 
     async def people(self, names: Iterable[str]) -> dict[str, Person]:
         """A Person for each User name (`username` or name as `user_id` says)."""
-        missing = [n for n in dict.fromkeys(names) if n and n not in self._known]
+        wanted = [n for n in dict.fromkeys(names) if n]
+        missing = [n for n in wanted if n not in self._known]
         for part in chunks(missing):
             try:
                 rows = await self._client.get_list(
@@ -118,4 +119,4 @@ class Users:
                 self._known[name] = Person(
                     erp_user=str(login or name), name=str(row.get("full_name") or "")
                 )
-        return {n: self._known.get(n) or Person(erp_user=n) for n in names if n}
+        return {n: self._known.get(n) or Person(erp_user=n) for n in wanted}

@@ -180,7 +180,9 @@ class Site:
         return row
 
     def next_name(self, doctype: str) -> str:
-        """The next name of a naming series, e.g. PUR-ORD-2026-00001."""
+        """The next name of a naming series, e.g. PUR-ORD-2026-00001; else a hash (Comment)."""
+        if doctype not in schema.NAMING:
+            return secrets.token_hex(5)
         prefix = schema.NAMING[doctype].replace(".YYYY.", str(self.now().year))
         self.counters[prefix] = self.counters.get(prefix, 0) + 1
         return f"{prefix}{self.counters[prefix]:05d}"
