@@ -176,6 +176,8 @@ def recompute(env: Env, order_id: int) -> None:
         untaxed += line["price_subtotal"]
         tax_total += line["price_tax"]
     order["amount_untaxed"], order["amount_tax"] = untaxed, tax_total
+    planned = [store.get("purchase.order.line", i)["date_planned"] for i in order["order_line"]]
+    order["date_planned"] = min((p for p in planned if p), default=None)  # stored compute
     order["amount_total"] = untaxed + tax_total
 
 
