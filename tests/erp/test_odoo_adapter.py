@@ -303,11 +303,11 @@ async def test_stock_levels_and_filters(sim: OdooSimulator, session: aiohttp.Cli
 async def test_outage_and_slowness_are_retryable(
     sim: OdooSimulator, session: aiohttp.ClientSession
 ) -> None:
-    adapter = _adapter(sim, session, timeout_s=0.3)
+    adapter = _adapter(sim, session, timeout_s=0.1)
     sim.faults.fail_next = [502]
     with pytest.raises(Retryable, match="502"):
         await adapter.orders_since(START, 10)
-    sim.faults.delay_s = 1.0
+    sim.faults.delay_s = 0.3
     with pytest.raises(Retryable, match="timed out"):
         await adapter.orders_since(START, 10)
     sim.faults.delay_s = 0.0
