@@ -28,6 +28,9 @@ async def run(client: FrappeClient, config: ErpnextConfig) -> list[CheckItem]:
     """Each check in turn; later ones are skipped when the site or the key fails."""
     try:
         pong = await client.get("ping")
+    except FrappeError as exc:  # Frappe checks the keys before it routes, even for ping
+        reached = CheckItem("connect", True, f"{client.base_url} answered {exc.status}")
+        return [reached, CheckItem("login", False, str(exc))]
     except BridgeError as exc:
         return [CheckItem("connect", False, f"{client.base_url}: {exc}")]
     items = [CheckItem("connect", pong == "pong", f"{client.base_url} answered {pong!r}")]

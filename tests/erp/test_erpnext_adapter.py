@@ -10,12 +10,12 @@ import pytest
 from approvals.errors import Permanent
 from erp_adapter.native.base import OrderStatus
 from erp_adapter.simulators.erpnext.docflow import Transition
-from tests.erp.test_erpnext_support import EPOCH, decision, order, running
+from tests.erp.test_erpnext_support import EPOCH, SHANGHAI, decision, order, running
 
 
 async def test_orders_map_to_canonical_purchase_orders() -> None:
     async with running() as (sim, adapter):
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0, 0, 250000))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=SHANGHAI))
         name = order(sim)
         [native] = await adapter.orders_since(EPOCH, 10)
     assert (native.key, native.doc_no, native.status) == (name, name, OrderStatus.PENDING)
@@ -51,11 +51,11 @@ async def test_net_rate_when_configured_and_remark_from_a_custom_field() -> None
 
 async def test_same_instant_orders_page_by_name_without_loss_or_repeat() -> None:
     async with running() as (sim, adapter):
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 9, 0))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 9, 0, tzinfo=SHANGHAI))
         first = order(sim)
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI))
         same = [order(sim) for _ in range(11)]  # names 00002..00012: 00010+ sort after 00009
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 11, 0))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 11, 0, tzinfo=SHANGHAI))
         last = order(sim)
         seen: list[str] = []
         cursor = EPOCH
@@ -74,11 +74,11 @@ async def test_same_instant_orders_page_by_name_without_loss_or_repeat() -> None
 
 async def test_a_change_while_pending_moves_modified_and_the_fingerprint() -> None:
     async with running() as (sim, adapter):
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI))
         name = order(sim)
         [before] = await adapter.orders_since(EPOCH, 10)
         assert await adapter.orders_since((before.modified, before.key), 10) == []
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 30))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 30, tzinfo=SHANGHAI))
         sim.change_order(name, 0, Decimal(12))
         [after] = await adapter.orders_since((before.modified, before.key), 10)
     assert after.key == name and after.status is OrderStatus.PENDING
@@ -164,7 +164,7 @@ async def test_missing_role_and_self_approval_are_explained() -> None:
     async with running() as (sim, adapter):
         name = order(sim)
         sim.set_roles("bridge", {"Purchase User", "Stock User", "Approval Bridge"})
-        with pytest.raises(Permanent, match="Not a valid Workflow Action.*Purchase Manager"):
+        with pytest.raises(Permanent, match=r"Not a valid Workflow Action.*Purchase Manager"):
             await adapter.approve(await _read(adapter, name), decision(name))
         sim.set_roles("bridge", {"Purchase Manager", "Purchase User", "Approval Bridge"})
         assert sim.flow.workflow is not None

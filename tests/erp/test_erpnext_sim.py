@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -18,6 +20,8 @@ from frappeclient.frappeclient import (  # type: ignore[import-untyped]
 
 from erp_adapter.simulators import ErpSimulator, SimLine
 from erp_adapter.simulators.erpnext import ErpnextSimulator
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
@@ -102,16 +106,18 @@ async def test_frappe_client_sees_errors_as_frappe_exceptions(sim: ErpnextSimula
         seen: list[str] = []
         buyer = FrappeClient(sim.base_url, username="u1001", password="u1001-pass")
         doc = buyer.get_doc("Purchase Order", name)
-        for call in (
+        calls: tuple[Callable[[], Any], ...] = (
             lambda: buyer.get_doc("Purchase Order", "PUR-ORD-1999-99999"),
             # the buyer has no Purchase Manager role: Approve is not among its transitions
             lambda: buyer.post_api(
-                "frappe.model.workflow.apply_workflow", {"doc": json.dumps(doc), "action": "Approve"}
+                "frappe.model.workflow.apply_workflow",
+                {"doc": json.dumps(doc), "action": "Approve"},
             ),
             lambda: FrappeClient(sim.base_url, api_key=sim.api_key, api_secret="wrong").get_list(
                 "Purchase Order"
             ),
-        ):
+        )
+        for call in calls:
             with pytest.raises(FrappeException) as caught:
                 call()
             seen.append(str(caught.value))
@@ -151,7 +157,9 @@ async def test_raw_rest_error_shapes_and_auth_headers(sim: ErpnextSimulator) -> 
         async with http.get(f"{base}/api/resource/Purchase Order Item", headers=token) as r:
             assert r.status == 403
         query = {"parent": "Purchase Order", "fields": '["parent","qty"]', "limit_page_length": "0"}
-        async with http.get(f"{base}/api/resource/Purchase Order Item", params=query, headers=token) as r:
+        async with http.get(
+            f"{base}/api/resource/Purchase Order Item", params=query, headers=token
+        ) as r:
             assert (await r.json())["data"] == [{"parent": name, "qty": 10.0}]
 
 
@@ -172,9 +180,7 @@ async def test_session_loss_turns_a_user_into_guest(sim: ErpnextSimulator) -> No
 async def test_modified_is_site_local_with_microseconds_and_stale_saves_fail(
     sim: ErpnextSimulator,
 ) -> None:
-    import datetime as dt
-
-    sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0, 0, 123456))
+    sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=SHANGHAI))
     name = _order(sim)
     token = {"Authorization": f"token {sim.api_key}:{sim.api_secret}"}
     async with aiohttp.ClientSession() as http:
@@ -182,7 +188,7 @@ async def test_modified_is_site_local_with_microseconds_and_stale_saves_fail(
         async with http.get(url, headers=token) as r:
             doc = (await r.json())["data"]
         assert doc["modified"] == "2026-11-25 10:00:00.123456"
-        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 5))
+        sim.freeze_clock(dt.datetime(2026, 11, 25, 10, 5, tzinfo=SHANGHAI))
         sim.change_order(name, 0, Decimal(12))
         submit = f"{sim.base_url}/api/method/frappe.client.submit"
         async with http.post(submit, json={"doc": doc}, headers=token) as r:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -17,6 +18,7 @@ from erp_adapter.erpnext.config import ErpnextConfig
 from erp_adapter.simulators import SimLine
 from erp_adapter.simulators.erpnext import ErpnextSimulator
 
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 EPOCH = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "")
 
 
@@ -52,9 +54,7 @@ def order(sim: ErpnextSimulator, qty: str = "10", price: str = "12.50", item: st
     return sim.submit_order("S001", "u1001", [SimLine(item, Decimal(qty), Decimal(price))])
 
 
-def decision(
-    doc_no: str, approved: bool = True, *, key: str = "ap-1", **extra: Any
-) -> WriteBack:
+def decision(doc_no: str, approved: bool = True, *, key: str = "ap-1", **extra: Any) -> WriteBack:
     """A decision as the bridge writes it back."""
     return WriteBack(
         approval_id=key,
@@ -65,8 +65,12 @@ def decision(
         process_instance_id="pi-1",
         decided_at=dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC),
         approvers=(
-            ApproverAction(user_id="dt-1", name="王经理", result="agree" if approved else "refuse",
-                           comment="价格合理" if approved else "价格偏高"),
+            ApproverAction(
+                user_id="dt-1",
+                name="王经理",
+                result="agree" if approved else "refuse",
+                comment="价格合理" if approved else "价格偏高",
+            ),
         ),
         **extra,
     )

@@ -267,9 +267,9 @@ class ErpnextSimulator:
         """The next requests answer these HTTP statuses, one each."""
         self.faults.fail_statuses.extend(statuses)
 
-    def freeze_clock(self, local: dt.datetime | None) -> None:
-        """Stamp every change with this site-local time (None: the real clock again)."""
-        self.site.frozen = local
+    def freeze_clock(self, when: dt.datetime | None) -> None:
+        """Stamp every change with this instant, kept site-local (None: the real clock again)."""
+        self.site.frozen = when.astimezone(self.site.tz).replace(tzinfo=None) if when else None
 
     def set_webhook(self, url: str, secret: str) -> None:
         """An enabled Webhook on Purchase Order changes with security (HMAC) on."""
