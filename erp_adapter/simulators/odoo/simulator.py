@@ -14,6 +14,7 @@ from aiohttp import web
 from erp_adapter.simulators import SimLine
 from erp_adapter.simulators.odoo import orm, purchase
 from erp_adapter.simulators.odoo.orm import Env, Store
+from erp_adapter.simulators.odoo.report import api_rfqs
 from erp_adapter.simulators.odoo.server import Faults, OdooHttp
 from erp_adapter.simulators.odoo.service import OdooService
 
@@ -400,37 +401,4 @@ class OdooSimulator:
 
     def requisitions(self) -> list[dict[str, Any]]:
         """RFQs created through the API by the integration user, with their `origin`."""
-        result = []
-        bridge = self.uid(self.login)
-        for order in self.store.table("purchase.order").values():
-            if order.get("user_id") != bridge or not order.get("origin"):
-                continue
-            picking = order.get("picking_type_id")
-            warehouse = (
-                self.store.get(
-                    "stock.warehouse", self.store.get("stock.picking.type", picking)["warehouse_id"]
-                )["code"]
-                if picking
-                else None
-            )
-            lines = [self.store.get("purchase.order.line", i) for i in order["order_line"]]
-            result.append(
-                {
-                    "name": order["name"],
-                    "origin": order["origin"],
-                    "reference": order["origin"],
-                    "state": order["state"],
-                    "supplier": self.store.get("res.partner", order["partner_id"]).get("ref"),
-                    "warehouse": warehouse,
-                    "lines": [
-                        {
-                            "material_code": self.store.get("product.product", line["product_id"])[
-                                "default_code"
-                            ],
-                            "quantity": line["product_qty"],
-                        }
-                        for line in lines
-                    ],
-                }
-            )
-        return result
+        return api_rfqs(self.store, self.uid(self.login))
