@@ -96,10 +96,15 @@ DEFAULT_PERMS: dict[str, dict[str, set[str]]] = {
 """Role permissions as a fresh ERPNext site has them (System Manager may do everything)."""
 
 
+def ordered(doctype: str, custom: dict[str, set[str]]) -> list[str]:
+    """Every column of a doctype's table in Frappe's order, then the site's custom fields."""
+    base = _CHILD if doctype in CHILD_OF else _PARENT
+    return [*base, *_FIELDS.get(doctype, ()), *sorted(custom.get(doctype, set()))]
+
+
 def columns(doctype: str, custom: dict[str, set[str]]) -> set[str]:
     """Every column of a doctype's table, with the site's custom fields."""
-    base = _CHILD if doctype in CHILD_OF else _PARENT
-    return {*base, *_FIELDS.get(doctype, ()), *custom.get(doctype, set())}
+    return set(ordered(doctype, custom))
 
 
 def known(doctype: str) -> bool:

@@ -177,7 +177,12 @@ class ErpnextSimulator:
 
     def requisitions(self) -> list[dict[str, Any]]:
         """Material Requests as stored (the bridge's reference is in `title`)."""
-        docs: list[dict[str, Any]] = to_json(list(self.site.table("Material Request").values()))
+        lead = ("name", "title", "material_request_type", "status", "set_warehouse")
+        docs: list[dict[str, Any]] = []
+        for doc in self.site.table("Material Request").values():
+            shown = to_json({key: doc[key] for key in lead})
+            shown.update({k: v for k, v in to_json(doc).items() if k not in lead})
+            docs.append(shown)
         return docs
 
     # -- master data and faults --------------------------------------------------------------
