@@ -44,6 +44,7 @@ from bot.keys import (
     INTAKE,
     JOBS,
     METER,
+    POLLER,
     RECONCILER,
     SINK,
     STREAM,
@@ -57,6 +58,9 @@ from bot.scheduler import Scheduler
 from bot.settings import Settings
 from cards.renderer import Renderer
 from erp_adapter.generic.adapter import GenericAdapter
+from erp_adapter.native import hints, registry
+from erp_adapter.native.poller import Poller
+from erp_adapter.native.writeback import NativeWriteBack
 from erp_adapter.webhooks import ErpWebhook
 
 log = logging.getLogger(__name__)
@@ -106,6 +110,8 @@ def create_app(
         middlewares=[routes.errors], client_max_size=settings.erp.max_body_bytes + 1
     )
     routes.add_routes(app)
+    if settings.erp.adapter in registry.NATIVE:
+        app.router.add_post("/erp/hooks/{adapter}", _hint_route(settings))
     metrics = Metrics(clock)
     metrics_routes.add_routes(app, metrics)
     dashboard.add_routes(app, settings, renderer, clock)
@@ -148,9 +154,22 @@ def create_app(
         db, chosen = app[DATABASE], app[PORTS]
         secret = settings.erp.webhook_secret
         secret_bytes = None if secret is None else secret.get_secret_value().encode()
-        erp = chosen.erp or GenericAdapter(
-            app[HTTP_SESSION], settings.erp.base_url, secret_bytes or b"", settings.erp.timeout_s
-        )
+        native = None
+        if chosen.erp is not None:
+            erp: ErpWriteBack = chosen.erp
+        elif settings.erp.adapter in registry.NATIVE:
+            try:
+                native = registry.build(settings.erp, app[HTTP_SESSION])
+            except registry.AdapterMissing as exc:
+                raise dingtalk.StartupError(str(exc)) from exc
+            erp = NativeWriteBack(native, db, clock)
+        else:
+            erp = GenericAdapter(
+                app[HTTP_SESSION],
+                settings.erp.base_url,
+                secret_bytes or b"",
+                settings.erp.timeout_s,
+            )
         jobs = settings.jobs
         dingtalk_deadline = dt.timedelta(hours=jobs.dingtalk_deadline_h)
         handlers: dict[str, JobHandler] = {
@@ -199,6 +218,8 @@ def create_app(
             except callback.CallbackKeysMissing as exc:
                 raise dingtalk.StartupError(str(exc)) from exc
         async with contextlib.AsyncExitStack() as stack:
+            if native is not None:
+                stack.push_async_callback(native.close)
             await stack.enter_async_context(runner.running())
             await stack.enter_async_context(intake.running())
             if ports is None and settings.dingtalk.mode == "stream":
@@ -234,6 +255,11 @@ def create_app(
                     _reconcile_tick(app, reconciler),
                     run_now=True,
                 )
+            if native is not None:
+                poller = Poller(native, db, intake, clock)
+                app[POLLER] = await stack.enter_async_context(poller.running())
+                minutes = getattr(settings.erp, native.name).poll_interval_s / 60
+                scheduler.every(f"erp-poll-{native.name}", minutes, poller.tick, run_now=True)
             if REMIND in handlers and settings.reminders.enabled:
                 policy = reminder_policy(settings)
                 used = app[METER].used_fraction
@@ -244,6 +270,19 @@ def create_app(
 
     app.cleanup_ctx.extend([database, http_session, approval_system, services])
     return app
+
+
+def _hint_route(settings: Settings) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """`POST /erp/hooks/{adapter}`: the native ERP's own webhook, as a hint to poll now."""
+    form = registry.hint_format(settings.erp)
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        poller = request.app.get(POLLER)
+        if poller is None:
+            return web.json_response({"error": "not_ready"}, status=503)
+        return await hints.HintHandler(poller.source, poller.wake, form).handle(request)
+
+    return route
 
 
 def _reconcile_tick(

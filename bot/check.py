@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import os
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from approvals.models import DocType
+from bot import check_erp
 from bot.logs import MASK, MIN_SECRET_LEN
 from bot.settings import (
     ENVIRONMENT,
@@ -72,6 +74,21 @@ def run_check(
     file = config_file(path, env)
     note = "" if file.is_file() else " (no such file: defaults and environment only)"
     out.write(f"configuration OK: {file}{note}\n")
+    settings = load_settings(path, env).settings
+    if settings is None:
+        return 0
+    # A native ERP is polled: check that it answers and that the integration user may act.
+    items = asyncio.run(check_erp.erp_findings(settings))
+    for item in items:
+        mark = "ok" if item.ok else "FAILED"
+        detail = f" ({item.detail})" if item.detail else ""
+        out.write(_masked(f"{settings.erp.adapter}: {item.what}: {mark}{detail}", env) + "\n")
+    failed = check_erp.problems(settings, items)
+    if failed:
+        lines = [str(problem) for problem in failed]
+        lines.append(f"the {settings.erp.adapter} ERP check failed: {len(failed)} of {len(items)}")
+        err.write(_masked("\n".join(lines), env) + "\n")
+        return 1
     return 0
 
 

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep-running", action="store_true", help="leave the services up and print their URLs"
     )
+    demo.add_argument(
+        "--erp",
+        choices=("kingdee", "odoo", "erpnext"),
+        help="poll a native ERP's simulator instead of the reference ERP's webhooks",
+    )
     with_config(commands.add_parser("run", help="run the service"))
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -102,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.demo import run_demo
 
         logs.configure("WARNING")
-        return asyncio.run(run_demo(keep_running=args.keep_running))
+        return asyncio.run(run_demo(keep_running=args.keep_running, erp=args.erp))
     settings = load_or_exit(args.config)
     logs.configure_from(settings)
     if args.command == "db":

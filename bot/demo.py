@@ -36,6 +36,7 @@ from approvals.db.migrate import upgrade
 from approvals.db.tables import approval, audit
 from approvals.price_import import import_prices
 from bot.app import create_app
+from bot.demo_native import native_erp_config, native_scenario, simulator
 from bot.demo_script import MATERIALS, Actors, history_csv, scenario
 from bot.keys import DATABASE
 from bot.sandbox.options import SandboxOptions
@@ -121,9 +122,16 @@ async def _serve(app: web.Application) -> AsyncIterator[str]:
 
 def demo_settings(url: str, erp: ReferenceErp, sandbox_url: str) -> Settings:
     """The bridge's configuration for the demo: everything on loopback."""
+    return settings_for(
+        url, ErpConfig(base_url=erp.url, webhook_secret=SecretStr(erp.secret)), sandbox_url
+    )
+
+
+def settings_for(url: str, erp: ErpConfig, sandbox_url: str) -> Settings:
+    """The demo's configuration with the given ERP side."""
     return Settings(
         database=DatabaseConfig(url=url),
-        erp=ErpConfig(base_url=erp.url, webhook_secret=SecretStr(erp.secret)),
+        erp=erp,
         dingtalk=DingTalkConfig(
             api_base=sandbox_url,
             oapi_base=sandbox_url,
@@ -141,19 +149,29 @@ def demo_settings(url: str, erp: ReferenceErp, sandbox_url: str) -> Settings:
     )
 
 
-async def run_demo(keep_running: bool = False, out: TextIO = sys.stdout) -> int:
-    """Run the demo; 0 when every document reached its expected end state."""
+async def run_demo(
+    keep_running: bool = False, out: TextIO = sys.stdout, erp: str | None = None
+) -> int:
+    """Run the demo; 0 when every document reached its expected end state.
+
+    `erp`: a native ERP's simulator to poll (kingdee, odoo, erpnext) instead of the reference
+    ERP's webhooks.
+    """
     tl = Timeline(out)
     with tempfile.TemporaryDirectory(prefix="approval-bridge-demo-") as folder:
+        if erp is not None:
+            return await _native_demo(Path(folder), tl, erp, keep_running)
         return await _demo(Path(folder), tl, keep_running)
 
 
-async def _prepare(folder: Path, tl: Timeline) -> str:
+async def _prepare(folder: Path, tl: Timeline, history: bool = True) -> str:
     url = f"sqlite+aiosqlite:///{folder / 'bridge.db'}"
     db = Database.from_config(DatabaseConfig(url=url))
     try:
         await upgrade(db)
         tl.say("setup", f"database created: {folder / 'bridge.db'}")
+        if not history:
+            return url
         csv = folder / "price-history.csv"
         await asyncio.to_thread(csv.write_text, history_csv(), encoding="utf-8")
         report = await import_prices(db, csv)
@@ -184,19 +202,50 @@ async def _demo(folder: Path, tl: Timeline, keep_running: bool) -> int:
                 watcher = AuditWatcher(app[DATABASE], tl)
                 follow = asyncio.create_task(watcher.follow())
                 try:
-                    ok = await scenario(Actors(watcher.say, erp, sandbox.url, http, app))
+                    ok = await scenario(Actors(watcher.say, sandbox.url, http, app), erp)
                 finally:
                     follow.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await follow
                 if keep_running:
-                    await _keep_running(bridge_url, sandbox.url, erp.url)
+                    erp_line = f"reference ERP:    {erp.url}/ref/orders  (control API under /ref/)"
+                    await _keep_running(bridge_url, sandbox.url, erp_line)
     finally:
         await sandbox.stop_async()
     return 0 if ok else 1
 
 
-async def _keep_running(bridge_url: str, sandbox_url: str, erp_url: str) -> None:
+async def _native_demo(folder: Path, tl: Timeline, name: str, keep_running: bool) -> int:
+    url = await _prepare(folder, tl, history=False)
+    sim = simulator(name)
+    sandbox = Sandbox(SandboxOptions()).start_in_thread()
+    try:
+        erp_url = await sim.start()
+        async with aiohttp.ClientSession() as http:
+            app = create_app(settings_for(url, native_erp_config(sim), sandbox.url))
+            async with _serve(app) as bridge_url:
+                tl.say(
+                    "setup",
+                    f"bridge {bridge_url} · DingTalk sandbox {sandbox.url} · {name} {erp_url} "
+                    "(polled every second)",
+                )
+                watcher = AuditWatcher(app[DATABASE], tl)
+                follow = asyncio.create_task(watcher.follow())
+                try:
+                    ok = await native_scenario(Actors(watcher.say, sandbox.url, http, app), sim)
+                finally:
+                    follow.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await follow
+                if keep_running:
+                    await _keep_running(bridge_url, sandbox.url, f"{name + ':':<18}{erp_url}")
+    finally:
+        await sim.stop()
+        await sandbox.stop_async()
+    return 0 if ok else 1
+
+
+async def _keep_running(bridge_url: str, sandbox_url: str, erp_line: str) -> None:
     # Wait for the signal ourselves, so that everything above is torn down in order; the
     # handlers go in before the prompt, so an early Ctrl-C is handled the same way.
     stop = asyncio.Event()
@@ -206,7 +255,7 @@ async def _keep_running(bridge_url: str, sandbox_url: str, erp_url: str) -> None
     try:
         print(f"\nbridge:           {bridge_url}  (POST /erp/events, GET /healthz, /readyz)")
         print(f"DingTalk sandbox: {sandbox_url}/sandbox/  (approve or reject pending instances)")
-        print(f"reference ERP:    {erp_url}/ref/orders  (control API under /ref/)")
+        print(erp_line)
         print("press Ctrl-C to stop", flush=True)
         await stop.wait()
     finally:

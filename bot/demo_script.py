@@ -94,17 +94,12 @@ def form_lines(instance: dict[str, Any]) -> list[str]:
 
 
 class Actors:
-    """The ERP and the approvers, acting on the reference ERP and the sandbox's control API."""
+    """The approvers and the timeline, acting through the sandbox's control API."""
 
     def __init__(
-        self,
-        say: Say,
-        erp: ReferenceErp,
-        sandbox_url: str,
-        http: aiohttp.ClientSession,
-        app: web.Application,
+        self, say: Say, sandbox_url: str, http: aiohttp.ClientSession, app: web.Application
     ) -> None:
-        self.say, self.erp, self.sandbox_url, self.http, self.app = say, erp, sandbox_url, http, app
+        self.say, self.sandbox_url, self.http, self.app = say, sandbox_url, http, app
 
     async def instance(self, doc_no: str | None, revision: int = 1, wait_s: float = 30) -> str:
         """Wait until the bridge has raised and recorded the instance (None: the replenishment)."""
@@ -148,9 +143,9 @@ async def _replenishment(conn: AsyncConnection) -> str | None:
     return doc_no
 
 
-async def scenario(actors: Actors) -> bool:
+async def scenario(actors: Actors, erp: ReferenceErp) -> bool:
     """Run the story; True when every document reached its expected end state."""
-    erp, say = actors.erp, actors.say
+    say = actors.say
     await say("erp", "PO-DEMO-001 submitted: 1000 × M-001 at 12.00 (within its usual range)")
     erp.submit_order(order("PO-DEMO-001", "M-001", "1000", "12.00"))
     await say("erp", "PO-DEMO-002 submitted: 5000 × M-002 at 0.52 (dearer than ever before)")
@@ -201,7 +196,7 @@ async def scenario(actors: Actors) -> bool:
         "the superseded and the cancelled instance are withdrawn once DingTalk allows it "
         "(never within 15 s of creation); the bridge retries until then",
     )
-    return await settled(actors)
+    return await settled(actors, erp)
 
 
 EXPECTED = {
@@ -212,31 +207,30 @@ EXPECTED = {
 }
 
 
-async def settled(actors: Actors, wait_s: float = 60) -> bool:
-    """Wait until the ERP and DingTalk show every expected end state; report each."""
+async def withdrawn(actors: Actors) -> int:
+    """Instances the bridge has terminated in the sandbox."""
+    instances = await actors.sandbox("GET", "/sandbox/instances")
+    return sum(1 for i in instances if i["status"] == "TERMINATED")
 
-    async def withdrawn() -> int:
-        return sum(
-            1
-            for i in await actors.sandbox("GET", "/sandbox/instances")
-            if i["status"] == "TERMINATED"
-        )
+
+async def settled(actors: Actors, erp: ReferenceErp, wait_s: float = 60) -> bool:
+    """Wait until the ERP and DingTalk show every expected end state; report each."""
 
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        orders = actors.erp.orders
+        orders = erp.orders
         done = all(orders[no].status == want for no, want in EXPECTED.items())
-        if done and actors.erp.requisitions and await withdrawn() == 2:
+        if done and erp.requisitions and await withdrawn(actors) == 2:
             break
         await asyncio.sleep(0.1)
     ok = True
     for no, want in EXPECTED.items():
-        found = actors.erp.orders[no]
+        found = erp.orders[no]
         good = found.status == want
         ok &= good
         mark = "✓" if good else f"✗ (expected {want})"
         await actors.say("erp", f"{no} r{found.revision} is {found.status} in the ERP {mark}")
-    requisitions = actors.erp.requisitions
+    requisitions = erp.requisitions
     ok &= len(requisitions) == 1
     for req in requisitions:
         await actors.say(
@@ -245,7 +239,7 @@ async def settled(actors: Actors, wait_s: float = 60) -> bool:
             f"for {req.warehouse} ✓",
         )
     instances = await actors.sandbox("GET", "/sandbox/instances")
-    ended = await withdrawn()
+    ended = await withdrawn(actors)
     ok &= (len(instances), ended) == (6, 2)
     await actors.say(
         "dingtalk",

@@ -14,6 +14,7 @@ from bot.events import EventSink
 from bot.meter import CallMeter
 from bot.openapi import DingTalkClient
 from bot.stream import StreamIntake
+from erp_adapter.native.poller import Poller
 from erp_adapter.webhooks import ErpWebhook
 
 DATABASE = web.AppKey("database", Database)
@@ -27,3 +28,4 @@ STREAM = web.AppKey("stream", StreamIntake)
 METER = web.AppKey("meter", CallMeter)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 CLIENT = web.AppKey("dingtalk_client", DingTalkClient)
+POLLER = web.AppKey("erp_poller", Poller)

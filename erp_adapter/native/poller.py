@@ -76,7 +76,7 @@ def position_key(material_code: str, warehouse: str) -> str:
 
 
 class Poller:
-    """One poll at a time across replicas: orders, then stock, then prices."""
+    """One poll at a time across replicas: prices, then orders, then stock."""
 
     def __init__(
         self,
@@ -148,9 +148,10 @@ class Poller:
             if not mine:
                 report.skipped = True
                 return report
+            # Prices first: the approvals raised for this poll's orders show them.
+            await self._prices(report)
             await self._orders(report)
             await self._stock(report)
-            await self._prices(report)
         return report
 
     def _start(self, stored: Cursor) -> Cursor:
@@ -193,12 +194,16 @@ class Poller:
         self, order: NativeOrder, was: Tracked | None, report: PollReport
     ) -> Tracked | None:
         """Report one order if it changed in a way approvers must hear of; what to remember."""
-        if was is not None and order.modified <= was.modified:
-            return None  # a read older than (or as old as) what we know: an overlap, no news
+        if was is not None and order.modified < was.modified:
+            return None  # a read older than what we know
         fingerprint = order.fingerprint()
         status = order.status
         if status is OrderStatus.PENDING:
             fresh = was is None or was.status != OrderStatus.PENDING.value
+            if fresh and was is not None and order.modified <= was.modified:
+                # Waiting again, but no later than our own write-back recorded the decision: a
+                # read from before it (a poll beside the write-back), not a new submission.
+                return None
             if not fresh and was is not None and was.fingerprint == fingerprint:
                 return _track(order, was.revision, fingerprint)
             revision = 1 if was is None else was.revision + 1

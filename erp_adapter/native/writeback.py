@@ -10,7 +10,12 @@ from approvals.models import Decision, DocType
 from approvals.ports import Clock, WriteBack, WriteBackReceipt
 from erp_adapter.native.base import NativeErp, NativeOrder, OrderStatus
 
-_DONE = {Decision.APPROVED: OrderStatus.APPROVED, Decision.REJECTED: OrderStatus.REJECTED}
+_HOLDS = {
+    Decision.APPROVED: frozenset({OrderStatus.APPROVED}),
+    # Sent back to its buyer (Kingdee's CancelAssign, Odoo's button_draft) or voided: either way
+    # the order is refused, and a buyer may change it and submit it again as a new revision.
+    Decision.REJECTED: frozenset({OrderStatus.REJECTED, OrderStatus.OPEN}),
+}
 
 
 class NativeWriteBack:
@@ -34,8 +39,8 @@ class NativeWriteBack:
             known = await erp_state.tracked(conn, self._erp.name, [order.key])
         was = known.get(order.key)
         _check_revision(order, was, result)
-        target = _DONE[result.decision]
-        if order.status is not target:
+        holds = _HOLDS[result.decision]
+        if order.status not in holds:
             if order.status is not OrderStatus.PENDING:
                 raise Conflict(
                     f"{order.doc_no} is {order.status.value} in {self._erp.name}, "
@@ -46,7 +51,7 @@ class NativeWriteBack:
             else:
                 await self._erp.reject(order, result)
             after = await self._erp.order(result.doc_no)
-            if after is None or after.status is not target:
+            if after is None or after.status not in holds:
                 now = "gone" if after is None else after.status.value
                 raise Permanent(f"{self._erp.name} left {order.doc_no} {now} after the call")
             order = after

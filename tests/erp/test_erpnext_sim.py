@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from frappeclient.frappeclient import (  # type: ignore[import-untyped]
+from frappeclient.frappeclient import (
     AuthError,
     FrappeClient,
     FrappeException,

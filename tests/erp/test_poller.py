@@ -311,3 +311,28 @@ async def test_a_replenishment_raises_one_requisition(
     refused = await writer.write_back(replace(result, decision=Decision.REJECTED))
     assert refused.erp_ref is None
     assert len(erp.requisitions) == 1
+
+
+async def test_a_change_within_the_same_second_is_a_new_revision(
+    world: tuple[MemoryErp, Poller, Database],
+) -> None:
+    erp, poller, db = world
+    first = erp.put("PO-1", OrderStatus.PENDING)
+    await poller.poll()
+    # Odoo reports write_date in whole seconds: a change in the same second keeps it.
+    erp.orders["PO-1"] = replace(first, order=_order("PO-1", quantity="20"))
+    assert (await poller.poll()).events == {"purchase_order.changed:accepted": 1}
+    assert (await _revisions(db, "PO-1"))[-1] == (2, State.RECEIVED)
+
+
+async def test_a_read_from_before_our_write_back_raises_nothing(
+    world: tuple[MemoryErp, Poller, Database],
+) -> None:
+    erp, poller, db = world
+    before = erp.put("PO-1", OrderStatus.PENDING)
+    await poller.poll()
+    await NativeWriteBack(erp, db, SystemClock()).write_back(_result("PO-1", 1, Decision.APPROVED))
+    # A poll that read the order just before the approval, in the same second as it.
+    erp.orders["PO-1"] = replace(before, modified=erp.orders["PO-1"].modified)
+    assert (await poller.poll()).events == {}
+    assert await _revisions(db, "PO-1") == [(1, State.RECEIVED)]
