@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field
 
@@ -27,3 +28,17 @@ HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
 
 PollInterval = Annotated[float, Field(gt=0, le=86400)]
 """Seconds between polls of a native ERP for documents and results."""
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai"
+        ) from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_zone)]
+"""An IANA time zone name, e.g. Asia/Shanghai (for ERPs that report local times)."""

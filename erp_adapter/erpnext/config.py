@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from approvals.config import CoreModel
-from erp_adapter.config_types import HttpUrlStr, PollInterval
-
-
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai"
-        ) from None
-    return value
-
+from erp_adapter.config_types import HttpUrlStr, PollInterval, TimeZoneName
 
 FieldName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=140)]
 """A Frappe fieldname (lower case, digits, underscores), e.g. `custom_remark`."""
@@ -37,7 +25,7 @@ class ErpnextConfig(CoreModel):
     """Its API secret; from APPROVAL_BRIDGE__ERP__ERPNEXT__API_SECRET only."""
     webhook_secret: SecretStr | None = None
     """The Webhook's secret for `X-Frappe-Webhook-Signature`; env WEBHOOK_SECRET only."""
-    timezone: Annotated[str, AfterValidator(_zone)] = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     """The site's time zone (System Settings): ERPNext reports local times without a zone."""
 
     workflow: bool = True

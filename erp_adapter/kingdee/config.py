@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, SecretStr
 
 from approvals.config import CoreModel
-from erp_adapter.config_types import HttpUrlStr, PollInterval
-
-
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai"
-        ) from None
-    return value
+from erp_adapter.config_types import HttpUrlStr, PollInterval, TimeZoneName
 
 
 def _field_key(value: str | None) -> str | None:
@@ -51,7 +40,7 @@ class KingdeeConfig(CoreModel):
 
     auth: Literal["signature", "session"] = "signature"
     """`signature`: SDK-8.x signed headers on every call; `session`: LoginBySign and a cookie."""
-    timezone: Annotated[str, AfterValidator(_zone)] = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     """The server's local time zone: K3Cloud reports FModifyDate and FDate without one."""
     workflow: bool = False
     """A K3Cloud workflow runs on purchase orders: decide with WorkflowAudit, not Audit."""
