@@ -6,8 +6,6 @@ import logging
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-import pydantic
-
 from approvals.errors import BridgeError, Permanent
 from approvals.models import Person
 from approvals.ports import WriteBack
@@ -31,6 +29,7 @@ from erp_adapter.native.base import (
     OrderStatus,
     PricePoint,
     StockLevel,
+    unusable,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,8 @@ class ErpnextAdapter:
         for head in heads:
             name = str(head["name"])
             buyer = buyers.get(str(head.get(self.config.buyer_field) or ""))
+            modified = to_utc(head["modified"], self.zone)
+            status = status_of(head, self.config)
             try:
                 order = purchase_order(
                     head,
@@ -76,11 +77,10 @@ class ErpnextAdapter:
                     buyer or Person(erp_user="unknown"),
                     self.config,
                 )
-            except pydantic.ValidationError as exc:  # e.g. a draft without lines yet
-                log.warning("ERPNext %s %s skipped: %s", PO, name, exc.errors()[:3])
+            except ValueError as exc:  # e.g. a draft without lines yet: admins hear of it
+                orders.append(unusable(name, name, modified, status, exc))
                 continue
-            modified = to_utc(head["modified"], self.zone)
-            orders.append(NativeOrder(name, name, modified, status_of(head, self.config), order))
+            orders.append(NativeOrder(name, name, modified, status, order))
         return orders
 
     async def orders_since(self, after: Cursor, limit: int) -> Sequence[NativeOrder]:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from approvals.errors import Permanent
 from approvals.models import CodeName, OrderLine, Person, PurchaseOrder
 from erp_adapter.kingdee.config import KingdeeConfig
-from erp_adapter.native.base import NativeOrder, OrderStatus
+from erp_adapter.native.base import NativeOrder, OrderStatus, unusable
 
 PO_FORM = "PUR_PurchaseOrder"
 KEY_WIDTH = 12
@@ -116,6 +116,18 @@ class OrderReader:
 
     def _order(self, rows: list[list[Any]]) -> NativeOrder:
         head = dict(zip(self.fields[: self._head], rows[0], strict=False))
+        modified = parse_local(head["FModifyDate"], self.tz)
+        if modified is None:
+            raise Permanent(f"Kingdee order {head['FBillNo']} has no FModifyDate")
+        key, doc_no = fid_key(int(head["FID"])), str(head["FBillNo"])
+        status = status_of(str(head["FDocumentStatus"]), str(head["FCancelStatus"]))
+        try:
+            order = self._canonical(head, rows)
+        except ValueError as exc:  # a bill the canonical model refuses (e.g. a negative quantity)
+            return unusable(key, doc_no, modified, status, exc)
+        return NativeOrder(key=key, doc_no=doc_no, modified=modified, status=status, order=order)
+
+    def _canonical(self, head: dict[str, Any], rows: list[list[Any]]) -> PurchaseOrder:
         lines: list[OrderLine] = []
         dates: list[dt.date] = []
         for row in rows:
@@ -137,13 +149,10 @@ class OrderReader:
             when = parse_local(delivery, self.tz)
             if when is not None:
                 dates.append(when.astimezone(self.tz).date())
-        modified = parse_local(head["FModifyDate"], self.tz)
-        if modified is None:
-            raise Permanent(f"Kingdee order {head['FBillNo']} has no FModifyDate")
         buyer = self.config.buyer_field
         dept = head["FPurchaseDeptId.FNumber"]
         currency = str(head["FSettleCurrId.FCode"] or "CNY").upper()
-        order = PurchaseOrder(
+        return PurchaseOrder(
             doc_no=str(head["FBillNo"]),
             revision=0,
             buyer=Person(
@@ -162,11 +171,4 @@ class OrderReader:
             expected_date=min(dates) if dates else None,
             remark=str(head.get(self.config.remark_field or "", "") or ""),
             lines=lines,
-        )
-        return NativeOrder(
-            key=fid_key(int(head["FID"])),
-            doc_no=order.doc_no,
-            modified=modified,
-            status=status_of(str(head["FDocumentStatus"]), str(head["FCancelStatus"])),
-            order=order,
         )

@@ -10,6 +10,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from approvals.db.price_repo import PriceRow
 from approvals.models import PurchaseOrder, StockAlert
 from approvals.ports import WriteBack
@@ -41,13 +43,39 @@ class NativeOrder:
     modified: dt.datetime
     """Last modified, aware UTC."""
     status: OrderStatus
-    order: PurchaseOrder
-    """The canonical order; its `revision` is ignored (the poller numbers revisions)."""
+    order: PurchaseOrder | None
+    """The canonical order; its `revision` is ignored (the poller numbers revisions). None when
+    the ERP's document cannot be one (no lines, a negative quantity, ...): see `problem`."""
+    problem: str = ""
+    """Why `order` is None, for the admin who must fix the document in the ERP."""
+
+    @property
+    def canonical(self) -> PurchaseOrder:
+        """The canonical order; raises `ValueError` (with the problem) for an unusable one."""
+        if self.order is None:
+            raise ValueError(f"{self.doc_no} cannot be mapped: {self.problem}")
+        return self.order
 
     def fingerprint(self) -> str:
         """A digest of what approvers see: a change of it is a new revision."""
-        content = self.order.model_copy(update={"revision": 0}).model_dump_json()
+        if self.order is None:
+            content = f"unusable:{self.problem}"
+        else:
+            content = self.order.model_copy(update={"revision": 0}).model_dump_json()
         return hashlib.sha256(content.encode()).hexdigest()
+
+
+def unusable(
+    key: str, doc_no: str, modified: dt.datetime, status: OrderStatus, error: ValueError
+) -> NativeOrder:
+    """An order whose ERP document cannot be mapped: polling goes on, an admin is told."""
+    if isinstance(error, ValidationError):
+        problem = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()[:3]
+        )
+    else:
+        problem = str(error)
+    return NativeOrder(key, doc_no, modified, status, None, problem[:500])
 
 
 @dataclass(frozen=True)

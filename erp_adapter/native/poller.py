@@ -21,11 +21,15 @@ from approvals.models import (
     OrderSubmitted,
     StockBelowSafety,
 )
-from approvals.ports import Clock
+from approvals.notices import enqueue_notice
+from approvals.ports import Clock, Notice
 from approvals.rules import Event, Outcome
 from erp_adapter.native.base import Cursor, NativeErp, NativeOrder, OrderStatus, StockLevel
 
 log = logging.getLogger(__name__)
+
+UNUSABLE = "unusable"
+"""Tracked status of a waiting order the bridge cannot raise (see `NativeOrder.problem`)."""
 
 STOCK = "stock:"
 """Key prefix of tracked stock positions (orders are tracked by their ERP key)."""
@@ -198,6 +202,8 @@ class Poller:
             return None  # a read older than what we know
         fingerprint = order.fingerprint()
         status = order.status
+        if status is OrderStatus.PENDING and order.order is None:
+            return await self._unusable(order, was, fingerprint, report)
         if status is OrderStatus.PENDING:
             fresh = was is None or was.status != OrderStatus.PENDING.value
             if fresh and was is not None and order.modified <= was.modified:
@@ -212,23 +218,41 @@ class Poller:
         if was is None:
             return None  # never waiting for approval while we watched: not ours
         if was.status == OrderStatus.PENDING.value:
-            await self._submit(
-                OrderCancelled(
-                    event_id=f"{self.source}:{order.key}:r{was.revision}:cancel",
-                    type="purchase_order.cancelled",
-                    occurred_at=order.modified,
-                    data=Cancellation(
-                        doc_no=order.doc_no, revision=was.revision, reason=_REASONS[status]
-                    ),
-                ),
-                report,
-            )
+            reason = _REASONS[status]
+            await self._submit(_cancellation(self.source, order, was.revision, reason), report)
         return _track(order, was.revision, was.fingerprint)
+
+    async def _unusable(
+        self, order: NativeOrder, was: Tracked | None, fingerprint: str, report: PollReport
+    ) -> Tracked:
+        """A waiting order the bridge cannot raise: tell admins once per state of the document.
+
+        A pending approval for an earlier revision is withdrawn: approvers must not decide on
+        what the ERP no longer holds. Fixed in the ERP, the order is raised as the next revision.
+        """
+        revision = 0 if was is None else was.revision
+        if was is not None and was.fingerprint == fingerprint:
+            return _track(order, revision, fingerprint, UNUSABLE)
+        if was is not None and was.status == OrderStatus.PENDING.value:
+            reason = f"cannot be raised any more: {order.problem}"
+            await self._submit(_cancellation(self.source, order, revision, reason), report)
+        notice = Notice(
+            kind="erp_document_unusable",
+            text=f"{self.source} purchase order {order.doc_no} waits for approval but cannot "
+            f"be raised in DingTalk: {order.problem}. Fix it in {self.source}; the next poll "
+            "raises it.",
+            doc_no=order.doc_no,
+        )
+        async with self._db.write() as conn:
+            await enqueue_notice(conn, notice, self._clock.now())
+        log.warning("%s %s cannot be raised: %s", self.source, order.doc_no, order.problem)
+        return _track(order, revision, fingerprint, UNUSABLE)
 
     async def _submit_order(
         self, order: NativeOrder, revision: int, fingerprint: str, report: PollReport
     ) -> int:
         """Submit a revision; if intake already knows a later one, number after it."""
+        assert order.order is not None  # unusable orders are never submitted
         for _ in range(2):
             event = OrderSubmitted(
                 # From the revision and the content: a poll repeated after a crash sends the
@@ -292,9 +316,25 @@ class Poller:
                 break
 
 
-def _track(order: NativeOrder, revision: int, fingerprint: str) -> Tracked:
+def _track(
+    order: NativeOrder, revision: int, fingerprint: str, status: str | None = None
+) -> Tracked:
     return Tracked(
-        order.key, order.doc_no, revision, fingerprint, order.status.value, order.modified
+        order.key,
+        order.doc_no,
+        revision,
+        fingerprint,
+        status or order.status.value,
+        order.modified,
+    )
+
+
+def _cancellation(source: str, order: NativeOrder, revision: int, reason: str) -> OrderCancelled:
+    return OrderCancelled(
+        event_id=f"{source}:{order.key}:r{revision}:cancel",
+        type="purchase_order.cancelled",
+        occurred_at=order.modified,
+        data=Cancellation(doc_no=order.doc_no, revision=revision, reason=reason),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from approvals.models import CodeName, OrderLine, Person, PurchaseOrder
-from erp_adapter.native.base import Cursor, NativeOrder
+from erp_adapter.native.base import Cursor, NativeOrder, unusable
 from erp_adapter.odoo import mapping
 from erp_adapter.odoo.client import OdooClient
 from erp_adapter.odoo.config import OdooConfig
@@ -153,19 +153,38 @@ class OrderReader:
         partners: dict[int, Row],
         users: dict[int, Row],
     ) -> NativeOrder:
-        included = self._config.unit_price == "tax_included"
-        partner = mapping.many2one(row.get("partner_id")) or (0, "")
         user = mapping.many2one(row.get("user_id"))
         login = users.get(user[0], {}).get("login") if user else None
         buyer = Person(
             erp_user=str(login) if login else self._config.requester,
             name=user[1] if user else "",
         )
-        currency = mapping.many2one(row.get("currency_id"))
         planned = mapping.parse_utc(row.get("date_planned"))
         modified = mapping.parse_utc(row.get("write_date"))
         assert modified is not None
-        order = PurchaseOrder(
+        key, status = mapping.encode_key(int(row["id"])), mapping.status(str(row.get("state")))
+        try:
+            order = self._order(row, buyer, lines, products, taxes, partners, planned)
+        except ValueError as exc:  # an order the canonical model refuses (e.g. a negative price)
+            return unusable(key, str(row["name"]), modified, status, exc)
+        return NativeOrder(
+            key=key, doc_no=order.doc_no, modified=modified, status=status, order=order
+        )
+
+    def _order(
+        self,
+        row: Row,
+        buyer: Person,
+        lines: list[Row],
+        products: dict[int, Row],
+        taxes: dict[int, Row],
+        partners: dict[int, Row],
+        planned: dt.datetime | None,
+    ) -> PurchaseOrder:
+        included = self._config.unit_price == "tax_included"
+        partner = mapping.many2one(row.get("partner_id")) or (0, "")
+        currency = mapping.many2one(row.get("currency_id"))
+        return PurchaseOrder(
             doc_no=str(row["name"]),
             revision=0,
             buyer=buyer,
@@ -176,13 +195,6 @@ class OrderReader:
             remark=mapping.text(row.get(self._config.remark_field))[:4000],
             lines=[self._line(i, line, products, taxes) for i, line in enumerate(lines, 1)]
             or [OrderLine(line_no=1, material_code="-", quantity="0", unit_price="0")],
-        )
-        return NativeOrder(
-            key=mapping.encode_key(int(row["id"])),
-            doc_no=order.doc_no,
-            modified=modified,
-            status=mapping.status(str(row.get("state"))),
-            order=order,
         )
 
     def _line(

@@ -21,7 +21,7 @@ async def test_orders_map_to_canonical_purchase_orders() -> None:
     assert (native.key, native.doc_no, native.status) == (name, name, OrderStatus.PENDING)
     # site-local Asia/Shanghai time, reported without a zone, is 8 hours ahead of UTC
     assert native.modified == dt.datetime(2026, 11, 25, 2, 0, 0, 250000, tzinfo=dt.UTC)
-    po = native.order
+    po = native.canonical
     assert (po.buyer.erp_user, po.buyer.name) == ("u1001", "Li Lei")
     assert (po.supplier.code, po.supplier.name) == ("S001", "Shanghai Steel Co.")
     assert (po.currency, po.total_amount, po.expected_date) == (
@@ -45,8 +45,8 @@ async def test_net_rate_when_configured_and_remark_from_a_custom_field() -> None
         sim.edit_order(name, custom_remark="urgent for line 3")
         native = await adapter.order(name)
     assert native is not None
-    assert native.order.lines[0].unit_price == Decimal("12.5")
-    assert native.order.remark == "urgent for line 3"
+    assert native.canonical.lines[0].unit_price == Decimal("12.5")
+    assert native.canonical.remark == "urgent for line 3"
 
 
 async def test_same_instant_orders_page_by_name_without_loss_or_repeat() -> None:
@@ -84,7 +84,7 @@ async def test_a_change_while_pending_moves_modified_and_the_fingerprint() -> No
     assert after.key == name and after.status is OrderStatus.PENDING
     assert after.modified - before.modified == dt.timedelta(minutes=30)
     assert after.fingerprint() != before.fingerprint()
-    assert after.order.lines[0].quantity == Decimal(12)
+    assert after.canonical.lines[0].quantity == Decimal(12)
 
 
 async def test_every_workflow_state_maps() -> None:

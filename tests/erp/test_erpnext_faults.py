@@ -78,7 +78,7 @@ async def test_unreadable_users_fail_usernames_but_not_email_ids() -> None:
         name = order(sim)
         sim.site.perms["User"]["read"] = set()
         native = await adapter.order(name)
-    assert native is not None and native.order.buyer.erp_user == "u1001@example.com"
+    assert native is not None and native.canonical.buyer.erp_user == "u1001@example.com"
 
 
 async def test_a_field_the_site_lacks_is_permanent() -> None:

@@ -97,7 +97,7 @@ async def test_orders_since_maps_the_canonical_order(sim: KingdeeSimulator, make
     order = orders[0]
     assert order.status is OrderStatus.PENDING and order.modified.tzinfo is dt.UTC
     assert order.key < orders[1].key and order.key.isdigit()
-    po = order.order
+    po = order.canonical
     assert (po.buyer.erp_user, po.buyer.name) == ("u1001", "李雷")
     assert (po.supplier.code, po.supplier.name) == ("S001", "华东电子元件有限公司")
     assert po.department is not None and po.department.code == "D01"
@@ -147,7 +147,7 @@ async def test_change_while_pending_is_a_new_revision(sim: KingdeeSimulator, mak
     assert after.key == before.key and after.modified > before.modified
     assert after.status is OrderStatus.PENDING
     assert after.fingerprint() != before.fingerprint()
-    assert after.order.lines[0].quantity == Decimal(25)
+    assert after.canonical.lines[0].quantity == Decimal(25)
     assert await adapter.orders_since((after.modified, after.key), 10) == []
 
 

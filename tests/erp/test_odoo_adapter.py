@@ -97,7 +97,7 @@ async def test_orders_map_to_the_canonical_order(sim: OdooSimulator, adapter: Od
     )
     sim.order_record(doc_no)["notes"] = "<p>Urgent &amp; fragile</p>"
     [native] = await adapter.orders_since(START, 10)
-    order = native.order
+    order = native.canonical
     assert native.doc_no == doc_no and native.status is OrderStatus.PENDING
     assert native.key == f"{sim.order_id(doc_no):012d}"
     assert native.modified.tzinfo is dt.UTC
@@ -115,8 +115,8 @@ async def test_orders_map_to_the_canonical_order(sim: OdooSimulator, adapter: Od
     untaxed = _adapter(sim, adapter.client._session, unit_price="price_unit")
     fresh = await untaxed.order(doc_no)
     assert fresh is not None
-    assert fresh.order.lines[0].unit_price == Decimal("2.5")
-    assert fresh.order.total_amount == Decimal(46)
+    assert fresh.canonical.lines[0].unit_price == Decimal("2.5")
+    assert fresh.canonical.total_amount == Decimal(46)
 
 
 async def test_same_second_orders_page_in_id_order(
@@ -157,7 +157,7 @@ async def test_a_change_while_pending_moves_and_changes(
     assert after.doc_no == doc_no and after.status is OrderStatus.PENDING
     assert after.modified > before.modified
     assert after.fingerprint() != before.fingerprint()
-    assert after.order.total_amount == Decimal(100)
+    assert after.canonical.total_amount == Decimal(100)
 
 
 async def test_status_mapping(sim: OdooSimulator, adapter: OdooAdapter) -> None:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from approvals.config import IntakeConfig
 from approvals.db import repo, tables
@@ -78,7 +79,8 @@ class MemoryErp:
         self.calls: list[str] = []
         self._tick = 0
 
-    def _now(self) -> dt.datetime:
+    def tick(self) -> dt.datetime:
+        """The ERP's clock, a second later than the last change."""
         self._tick += 1
         return T0 + dt.timedelta(seconds=self._tick)
 
@@ -87,12 +89,12 @@ class MemoryErp:
         key = (
             f"{len(self.orders) + 1:08d}" if doc_no not in self.orders else self.orders[doc_no].key
         )
-        native = NativeOrder(key, doc_no, self._now(), status, _order(doc_no, quantity))
+        native = NativeOrder(key, doc_no, self.tick(), status, _order(doc_no, quantity))
         self.orders[doc_no] = native
         return native
 
     def move(self, doc_no: str, status: OrderStatus) -> None:
-        self.orders[doc_no] = replace(self.orders[doc_no], status=status, modified=self._now())
+        self.orders[doc_no] = replace(self.orders[doc_no], status=status, modified=self.tick())
 
     async def orders_since(self, after: Cursor, limit: int) -> Sequence[NativeOrder]:
         found = sorted(
@@ -336,3 +338,30 @@ async def test_a_read_from_before_our_write_back_raises_nothing(
     erp.orders["PO-1"] = replace(before, modified=erp.orders["PO-1"].modified)
     assert (await poller.poll()).events == {}
     assert await _revisions(db, "PO-1") == [(1, State.RECEIVED)]
+
+
+async def test_an_order_that_cannot_be_mapped_is_reported_and_raised_once_fixed(
+    world: tuple[MemoryErp, Poller, Database],
+) -> None:
+    erp, poller, db = world
+    erp.put("PO-1", OrderStatus.PENDING)
+    await poller.poll()
+    # Changed in the ERP into something the bridge cannot show (say, every line removed).
+    erp.orders["PO-1"] = replace(
+        erp.orders["PO-1"], order=None, problem="lines: too short", modified=erp.tick()
+    )
+    erp.put("PO-2", OrderStatus.PENDING)  # polling goes on past it
+    report = await poller.poll()
+    assert report.events == {
+        "purchase_order.cancelled:accepted": 1,
+        "purchase_order.submitted:accepted": 1,
+    }
+    assert (await poller.poll()).events == {}  # told once, not every poll
+    async with db.read() as conn:
+        rows = await conn.execute(select(tables.job.c.payload).where(tables.job.c.kind == "notify"))
+        notices = [r.payload for r in rows]
+    assert len(notices) == 1 and "lines: too short" in str(notices[0])
+    assert (await _revisions(db, "PO-1"))[-1] == (1, State.CANCELLED)
+    erp.put("PO-1", OrderStatus.PENDING, quantity="5")  # fixed in the ERP
+    assert (await poller.poll()).events == {"purchase_order.changed:accepted": 1}
+    assert (await _revisions(db, "PO-1"))[-1] == (2, State.RECEIVED)
