@@ -9,6 +9,7 @@ whatever the replicas".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -33,6 +34,8 @@ EARLY_S = 1.0
 KEEP_TICKS = 50
 """Claims older than this many ticks are deleted as new ones are taken."""
 LEVEL = "tick"
+STOP_WAIT_S = 5.0
+"""How long shutting down waits for cancelled jobs to unwind."""
 
 
 def tick_of(now: dt.datetime, minutes: float) -> int:
@@ -46,6 +49,7 @@ class Scheduler:
     def __init__(self, db: Database, timezone: str, clock: Clock | None = None) -> None:
         self._db = db
         self._clock = clock or SystemClock()
+        self._jobs: set[asyncio.Task[object]] = set()
         self._scheduler = AsyncIOScheduler(
             timezone=timezone,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -55,6 +59,15 @@ class Scheduler:
         """Run `job` every `minutes`, and at once if `run_now` (unless this tick already ran)."""
 
         async def guarded() -> None:
+            task = asyncio.current_task()
+            assert task is not None  # apscheduler runs coroutine jobs as tasks
+            self._jobs.add(task)
+            try:
+                await run()
+            finally:
+                self._jobs.discard(task)
+
+        async def run() -> None:
             # The lock keeps a long run from overlapping the next tick's in another replica.
             async with self._db.singleton(f"scheduled:{name}") as mine:
                 if not mine:
@@ -93,9 +106,18 @@ class Scheduler:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Scheduler]:
-        """Start on entry, shut down (without waiting for a stuck job) on exit."""
+        """Start on entry; on exit, shut down and cancel the jobs still running.
+
+        A job left running would outlive the database it uses: its connection's close then
+        waits forever on a driver thread that is gone, and so does the process's exit.
+        """
         self._scheduler.start()
         try:
             yield self
         finally:
             self._scheduler.shutdown(wait=False)
+            jobs = set(self._jobs)
+            for job in jobs:
+                job.cancel()
+            if jobs:
+                await asyncio.wait(jobs, timeout=STOP_WAIT_S)

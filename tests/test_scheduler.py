@@ -85,3 +85,22 @@ async def test_a_first_run_at_start_keeps_later_ticks_on_the_boundaries(db: Data
         interval = scheduler._scheduler.get_job("aligned")
         seconds = (interval.next_run_time - EPOCH).total_seconds()
     assert seconds % 300 == 0
+
+
+async def test_leaving_cancels_a_job_still_running(db: Database) -> None:
+    started, unwound = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        try:
+            async with db.read():
+                await asyncio.sleep(3600)  # holds a connection, as a long sweep would
+        finally:
+            unwound.set()
+
+    scheduler = Scheduler(db, "Asia/Shanghai")
+    async with scheduler.running():
+        scheduler.every("stuck", 60, stuck, run_now=True)
+        await asyncio.wait_for(started.wait(), 10)
+    # Cancelled and unwound before the caller goes on to dispose of the database.
+    assert unwound.is_set()
