@@ -278,6 +278,7 @@ def test_every_secret_is_env_only() -> None:
         "erp.kingdee.app_secret",
         "erp.odoo.api_key",
         "erp.erpnext.api_secret",
+        "erp.erpnext.webhook_secret",
     }
 
 
