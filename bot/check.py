@@ -163,7 +163,8 @@ class _Findings:
 
 def _semantic(s: Settings, found: _Findings) -> list[Problem]:
     """What a valid schema cannot say: missing secrets, placeholders, inconsistent choices."""
-    if not _given(s.erp.webhook_secret):
+    # A native adapter polls its ERP: only the generic protocol needs the webhook secret.
+    if s.erp.adapter == "generic" and not _given(s.erp.webhook_secret):
         why = (
             "erp.webhook_secret is not set: ERP webhooks cannot be authenticated, none is accepted"
         )
