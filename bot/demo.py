@@ -80,14 +80,15 @@ class AuditWatcher:
 
     async def catch_up(self) -> None:
         """Print what was written since the last look."""
-        query = (
-            select(audit.c.id, approval.c.doc_no, audit.c.revision, audit.c.action)
-            .add_columns(audit.c.to_state, audit.c.detail)
-            .join_from(audit, approval, audit.c.approval_id == approval.c.id)
-            .where(audit.c.id > self._last)
-            .order_by(audit.c.id)
-        )
         async with self._lock, self._db.read() as conn:
+            # Built under the lock: two catch-ups from the same `_last` printed rows twice.
+            query = (
+                select(audit.c.id, approval.c.doc_no, audit.c.revision, audit.c.action)
+                .add_columns(audit.c.to_state, audit.c.detail)
+                .join_from(audit, approval, audit.c.approval_id == approval.c.id)
+                .where(audit.c.id > self._last)
+                .order_by(audit.c.id)
+            )
             for row_id, doc_no, rev, action, to_state, detail in await conn.execute(query):
                 self._last = row_id
                 details = ", ".join(f"{k}={v}" for k, v in (detail or {}).items() if v is not None)
