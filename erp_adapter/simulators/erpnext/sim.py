@@ -7,14 +7,13 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import web
-
 from erp_adapter.simulators import SimLine
 from erp_adapter.simulators.erpnext import controllers
 from erp_adapter.simulators.erpnext.docflow import DocFlow
 from erp_adapter.simulators.erpnext.server import Api
 from erp_adapter.simulators.erpnext.site import ADMIN, Doc, Site, to_json
 from erp_adapter.simulators.erpnext.webhook import WebhookSender
+from erp_adapter.simulators.loopback import Loopback
 
 API_USER = "bridge@example.com"
 BUYER = "u1001@example.com"
@@ -38,7 +37,7 @@ class ErpnextSimulator:
         self.api_secret = secrets.token_hex(12)
         self.webhook: WebhookSender | None = None
         self.base_url = ""
-        self._runner: web.AppRunner | None = None
+        self._server = Loopback()
         self._seed()
 
     def _seed(self) -> None:
@@ -67,21 +66,14 @@ class ErpnextSimulator:
     # -- ErpSimulator ------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on loopback; returns the site URL."""
-        self._runner = web.AppRunner(self.api.app(), access_log=None)
-        await self._runner.setup()
-        tcp = web.TCPSite(self._runner, host, port)
-        await tcp.start()
-        bound = self._runner.addresses[0][1]
-        self.base_url = f"http://{host}:{bound}"
+        self.base_url = await self._server.start(self.api.app(), host, port)
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving and finish webhook deliveries."""
         if self.webhook is not None:
             await self.webhook.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.stop()
 
     def bridge_section(self) -> dict[str, Any]:
         """`[erp.erpnext]` for this site (the API secret goes in the environment)."""

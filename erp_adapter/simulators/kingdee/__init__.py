@@ -14,6 +14,7 @@ from erp_adapter.simulators.kingdee.auth import App, Auth
 from erp_adapter.simulators.kingdee.model import Bill, Material, PoEntry, Store
 from erp_adapter.simulators.kingdee.query import run_query
 from erp_adapter.simulators.kingdee.service import FormService
+from erp_adapter.simulators.loopback import Loopback
 
 __all__ = ["KingdeeSimulator"]
 
@@ -39,7 +40,7 @@ class KingdeeSimulator:
         self.forms = FormService(self.store)
         self.faults = Faults()
         self._front = HttpFront(self.auth, self.forms, self.faults)
-        self._runner: web.AppRunner | None = None
+        self._server = Loopback()
         self.url = ""
         self._seed()
 
@@ -56,19 +57,12 @@ class KingdeeSimulator:
         """Serve on loopback; returns `server_url` (…/k3cloud)."""
         root = web.Application()
         root.add_subapp(SERVER_PATH, self._front.app())
-        self._runner = web.AppRunner(root, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.url = f"http://{host}:{bound[1]}{SERVER_PATH}"
+        self.url = await self._server.start(root, host, port) + SERVER_PATH
         return self.url
 
     async def stop(self) -> None:
         """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.stop()
 
     def bridge_section(self) -> dict[str, Any]:
         """`[erp.kingdee]` for this simulator, without the secret."""

@@ -9,9 +9,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiohttp import web
-
 from erp_adapter.simulators import SimLine
+from erp_adapter.simulators.loopback import Loopback
 from erp_adapter.simulators.odoo import orm, purchase
 from erp_adapter.simulators.odoo.orm import Env, Store
 from erp_adapter.simulators.odoo.report import api_rfqs
@@ -49,7 +48,7 @@ class OdooSimulator:
         self.service = OdooService(self.store, db)
         self.faults = Faults()
         self.http = OdooHttp(self.service, self.faults)
-        self._runner: web.AppRunner | None = None
+        self._server = Loopback()
         self.base_url = ""
         self._seed()
 
@@ -57,21 +56,12 @@ class OdooSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on loopback; returns the base URL."""
-        self._runner = web.AppRunner(self.http.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-        self.base_url = f"http://{host}:{bound[1]}"
+        self.base_url = await self._server.start(self.http.app(), host, port)
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.stop()
 
     def bridge_section(self) -> dict[str, Any]:
         """`[erp.odoo]` for this simulator (the API key is in `bridge_env`)."""
