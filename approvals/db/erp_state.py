@@ -88,19 +88,6 @@ async def tracked(conn: AsyncConnection, source: str, keys: Iterable[str]) -> di
     return found
 
 
-async def tracked_by_doc_no(conn: AsyncConnection, source: str, doc_no: str) -> Tracked | None:
-    """The document with this number, if the poller has reported it."""
-    row = (
-        await conn.execute(
-            select(erp_document)
-            .where(erp_document.c.source == source, erp_document.c.doc_no == doc_no)
-            .order_by(erp_document.c.updated_at.desc())
-            .limit(1)
-        )
-    ).first()
-    return None if row is None else _tracked(row)
-
-
 async def tracked_prefix(conn: AsyncConnection, source: str, prefix: str) -> list[Tracked]:
     """Every tracked key starting with `prefix` (the stock positions)."""
     rows = await conn.execute(

@@ -208,5 +208,4 @@ erp_document = Table(
     # write-back) is not taken for news.
     Column("modified", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
-    Index("ix_erp_document_source_doc_no", "source", "doc_no"),
 )

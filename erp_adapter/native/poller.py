@@ -97,7 +97,6 @@ class Poller:
         self._settings = settings
         self._lock = asyncio.Lock()
         self._woken = asyncio.Event()
-        self.last_report: PollReport | None = None
         self.last_error: str | None = None
 
     @property
@@ -140,7 +139,6 @@ class Poller:
         if self.last_error is not None:
             log.info("%s poll works again", self.source)
         self.last_error = None
-        self.last_report = report
         if report.events:
             log.info("%s poll: %s", self.source, report.events)
         return report

@@ -40,12 +40,8 @@ def upgrade() -> None:
         sa.Column("updated_at", approvals.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("source", "key", name=op.f("pk_erp_document")),
     )
-    op.create_index(
-        "ix_erp_document_source_doc_no", "erp_document", ["source", "doc_no"], unique=False
-    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_erp_document_source_doc_no", table_name="erp_document")
     op.drop_table("erp_document")
     op.drop_table("erp_cursor")
